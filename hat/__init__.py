@@ -1,0 +1,14 @@
+"""HAT (Hybrid Attention Transformer) for image super-resolution, as a BasicSR plugin.
+
+``import hat`` makes basicsr 1.4.2 importable on today's torchvision (see
+``hat.basicsr_compat``) and registers HAT's architecture, datasets and models in BasicSR's
+registries.
+"""
+from hat import basicsr_compat
+
+basicsr_compat.apply()
+
+from hat.archs import HAT  # noqa: E402
+from hat.version import __version__  # noqa: E402
+
+__all__ = ['HAT', '__version__']

@@ -1,0 +1,214 @@
+"""Attention primitives of HAT: windows, relative position indices, masks, and the two
+attention modules (window self-attention and overlapping cross-attention).
+
+Both attention modules compute ``softmax(q k^T * scale + bias) v`` where ``bias`` holds the
+relative position bias (plus, for shifted windows, the -100 region mask of Swin/HAT). The
+product runs either through ``torch.nn.functional.scaled_dot_product_attention`` with
+``bias`` as an additive float mask (the default, "fused"), or through an explicit
+matmul-softmax-matmul ("explicit", the original formulation). Choose per model with
+``HAT.set_fused_attention(False)``, or for every model built afterwards with the
+environment variable ``HAT_FUSED_ATTN=0``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Value added to the logits of token pairs from different regions of a shifted window
+#: (the original uses -100, not -inf; keep it for identical numbers).
+SHIFT_MASK_VALUE = -100.0
+
+
+def fused_attention_default() -> bool:
+    """Whether new attention modules start on the fused path (env ``HAT_FUSED_ATTN``, default on)."""
+    return os.environ.get('HAT_FUSED_ATTN', '1').strip().lower() not in ('0', 'false', 'no', 'off')
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Split ``(b, h, w, c)`` into ``(b * num_windows, window_size, window_size, c)``, row-major windows."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c)
+
+
+def window_reverse(windows: torch.Tensor, window_size: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(b * num_windows, ws, ws, c)`` back to ``(b, h, w, c)``."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, h, w, c)
+
+
+def overlapping_windows(x: torch.Tensor, window_size: int, overlap_size: int) -> torch.Tensor:
+    """Cut ``(b, h, w, c)`` into enlarged windows ``(b * num_windows, overlap_size**2, c)``.
+
+    Window ``i`` covers the query window ``i`` plus ``(overlap_size - window_size) // 2``
+    pixels on each side; pixels outside the image are zeros (the original's ``nn.Unfold``
+    padding). Windows are ordered like :func:`window_partition`.
+    """
+    b, _, _, c = x.shape
+    pad = (overlap_size - window_size) // 2
+    if pad:
+        x = F.pad(x, (0, 0, pad, pad, pad, pad))
+    # (b, nh, nw, c, oh, ow): a strided view, copied once by the reshape below.
+    patches = x.unfold(1, overlap_size, window_size).unfold(2, overlap_size, window_size)
+    return patches.permute(0, 1, 2, 4, 5, 3).reshape(-1, overlap_size * overlap_size, c)
+
+
+def relative_position_index_sa(window_size: int) -> torch.Tensor:
+    """Index into the ``(2ws-1)**2`` bias table for every (query, key) pair of a window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
+    coords = coords.flatten(1)  # 2, ws*ws
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # ws*ws, ws*ws, 2
+    rel = rel + (window_size - 1)
+    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]
+
+
+def relative_position_index_oca(window_size: int, overlap_size: int) -> torch.Tensor:
+    """Index into the ``(ws + ows - 1)**2`` bias table for (query, enlarged-key) pairs.
+
+    Reproduces the original formula exactly, including its offset: some indices are
+    negative and wrap around the table under PyTorch indexing, as in the original.
+    """
+    ori = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
+    ext = torch.stack(torch.meshgrid(torch.arange(overlap_size), torch.arange(overlap_size), indexing='ij'))
+    rel = (ext.flatten(1)[:, None, :] - ori.flatten(1)[:, :, None]).permute(1, 2, 0)  # ws*ws, ows*ows, 2
+    rel = rel + (window_size - overlap_size + 1)
+    return rel[..., 0] * (window_size + overlap_size - 1) + rel[..., 1]
+
+
+def shifted_window_mask(
+    h: int, w: int, window_size: int, shift_size: int, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """Mask ``(num_windows, ws*ws, ws*ws)`` for shifted windows: 0 within a region, -100 across.
+
+    After the cyclic shift, the last window row/column mixes pixels from up to three
+    regions of the image; pairs from different regions must not attend to each other.
+    Built with tensor ops on ``device`` (no host loop).
+    """
+
+    def region(n: int) -> torch.Tensor:
+        pos = torch.arange(n, device=device)
+        return (pos >= n - window_size).long() + (pos >= n - shift_size).long()
+
+    ids = (region(h)[:, None] * 3 + region(w)[None, :]).view(1, h, w, 1)
+    ids = window_partition(ids, window_size).view(-1, window_size * window_size)
+    different = ids[:, None, :] != ids[:, :, None]
+    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, SHIFT_MASK_VALUE)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    scale: float,
+    dropout_p: float = 0.0,
+    fused: bool = True,
+) -> torch.Tensor:
+    """``softmax(q k^T * scale + bias) v`` over 4-D ``(batch, heads, tokens, head_dim)`` tensors.
+
+    4-D layouts keep ``scaled_dot_product_attention`` on its fast kernels (CPU and CUDA);
+    ``bias`` broadcasts over the batch dimension.
+    """
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    attn = (q * scale) @ k.transpose(-2, -1) + bias
+    attn = attn.softmax(dim=-1)
+    if dropout_p > 0:
+        attn = F.dropout(attn, p=dropout_p)
+    return attn @ v
+
+
+def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Relative position bias ``(heads, queries, keys)`` from a ``(entries, heads)`` table."""
+    nq, nk = index.shape
+    return table[index.view(-1)].view(nq, nk, -1).permute(2, 0, 1)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping windows, with relative position bias.
+
+    Serves both the regular and the shifted windows of HAB: pass ``mask`` (from
+    :func:`shifted_window_mask`) for shifted ones.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.fused_attn = fused_attention_default()
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, rpi: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: ``(b * num_windows, ws*ws, dim)``; ``mask``: ``(num_windows, ws*ws, ws*ws)`` or None."""
+        b_, n, c = x.shape
+        heads = self.num_heads
+        q, k, v = self.qkv(x).view(b_, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = gather_bias(self.relative_position_bias_table, rpi)
+        dropout_p = self.attn_drop if self.training else 0.0
+        if mask is None:
+            out = attend(q, k, v, bias.unsqueeze(0), self.scale, dropout_p, self.fused_attn)
+        else:
+            # Fold the window index into the head dimension so the per-window mask stays a
+            # 4-D attention mask: (b, nw * heads, n, d) with bias+mask (1, nw * heads, n, n).
+            nw = mask.shape[0]
+            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, nw * heads, n, n)
+            fold = (b_ // nw, nw * heads, n, -1)
+            out = attend(q.reshape(fold), k.reshape(fold), v.reshape(fold), bias, self.scale, dropout_p,
+                         self.fused_attn)
+            out = out.view(b_, heads, n, -1)
+        out = out.transpose(1, 2).reshape(b_, n, c)
+        return self.proj_drop(self.proj(out))
+
+
+class OverlapCrossAttention(nn.Module):
+    """Overlapping cross-attention: queries from ``ws x ws`` windows, keys/values from
+    enlarged ``ows x ows`` windows centred on them (``ows = ws + int(ws * overlap_ratio)``).
+
+    Only the attention part of OCAB; the block (norms, residuals, MLP) lives in
+    ``hat_blocks.OCAB``. The bias table is owned by the block for checkpoint compatibility
+    and passed in.
+    """
+
+    def __init__(self, dim: int, window_size: int, overlap_size: int, num_heads: int,
+                 qk_scale: Optional[float] = None):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.overlap_size = overlap_size
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.fused_attn = fused_attention_default()
+
+    def forward(self, qkv: torch.Tensor, table: torch.Tensor, rpi: torch.Tensor) -> torch.Tensor:
+        """``qkv``: ``(b, h, w, 3 * dim)`` projected features; returns ``(b, h, w, dim)``."""
+        b, h, w, _ = qkv.shape
+        ws, ows, heads, c = self.window_size, self.overlap_size, self.num_heads, self.dim
+        d = c // heads
+        q = window_partition(qkv[..., :c], ws).view(-1, ws * ws, heads, d).transpose(1, 2)
+        kv = overlapping_windows(qkv[..., c:], ws, ows)
+        k, v = kv.view(-1, ows * ows, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = gather_bias(table, rpi).unsqueeze(0)
+        out = attend(q, k, v, bias, self.scale, 0.0, self.fused_attn)
+        out = out.transpose(1, 2).reshape(-1, ws, ws, c)
+        return window_reverse(out, ws, h, w)

@@ -1,0 +1,293 @@
+"""Building blocks of HAT: channel attention (CAB), hybrid attention block (HAB),
+overlapping cross-attention block (OCAB), residual hybrid attention group (RHAG), and the
+pixel-shuffle upsampler.
+
+Module and attribute names follow the original release exactly, because they are the
+``state_dict`` keys of the published checkpoints (e.g. ``conv_block.cab.3.attention.1``).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch.utils import checkpoint
+
+from hat.archs.hat_attention import OverlapCrossAttention, WindowAttention, window_partition, window_reverse
+
+
+class AttentionInputs(NamedTuple):
+    """Per-forward tensors shared by every block: indices into the bias tables and the shift mask."""
+
+    rpi_sa: torch.Tensor
+    rpi_oca: torch.Tensor
+    shift_mask: torch.Tensor
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a sample's residual branch with probability ``drop_prob`` in training."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation channel attention (as in RCAN): rescales each channel by a gate in (0, 1)."""
+
+    def __init__(self, num_feat: int, squeeze_factor: int = 16):
+        super().__init__()
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(num_feat, num_feat // squeeze_factor, 1, padding=0),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(num_feat // squeeze_factor, num_feat, 1, padding=0),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention(x)
+
+
+class CAB(nn.Module):
+    """Channel attention block: conv (compress) - GELU - conv (expand) - channel attention."""
+
+    def __init__(self, num_feat: int, compress_ratio: int = 3, squeeze_factor: int = 30):
+        super().__init__()
+        self.cab = nn.Sequential(
+            nn.Conv2d(num_feat, num_feat // compress_ratio, 3, 1, 1),
+            nn.GELU(),
+            nn.Conv2d(num_feat // compress_ratio, num_feat, 3, 1, 1),
+            ChannelAttention(num_feat, squeeze_factor),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cab(x)
+
+
+class Mlp(nn.Module):
+    """Two-layer feed-forward network with GELU, as in Swin/HAT."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class HAB(nn.Module):
+    """Hybrid attention block: (shifted) window self-attention in parallel with a channel
+    attention conv block scaled by ``conv_scale``, then an MLP; both with residuals."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        compress_ratio: int,
+        squeeze_factor: int,
+        conv_scale: float,
+        mlp_ratio: float,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f'shift_size must be in [0, window_size), got {shift_size} for window {window_size}')
+        self.dim = dim
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.conv_scale = conv_scale
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.conv_block = CAB(dim, compress_ratio, squeeze_factor)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], inputs: AttentionInputs) -> torch.Tensor:
+        """``x``: tokens ``(b, h*w, dim)`` of an image of size ``x_size``; same shape out."""
+        h, w = x_size
+        b, _, c = x.shape
+        ws, shift = self.window_size, self.shift_size
+        shortcut = x
+        x = self.norm1(x).view(b, h, w, c)
+
+        conv_x = self.conv_block(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, c)
+
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+        windows = window_partition(x, ws).view(-1, ws * ws, c)
+        windows = self.attn(windows, inputs.rpi_sa, inputs.shift_mask if shift else None)
+        attn_x = window_reverse(windows.view(-1, ws, ws, c), ws, h, w)
+        if shift:
+            attn_x = torch.roll(attn_x, shifts=(shift, shift), dims=(1, 2))
+
+        x = shortcut + self.drop_path(attn_x.reshape(b, h * w, c)) + conv_x * self.conv_scale
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class OCAB(nn.Module):
+    """Overlapping cross-attention block: window queries attend to enlarged, overlapping
+    key/value windows (zero beyond the image), then an MLP; both with residuals."""
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: int,
+        overlap_ratio: float,
+        num_heads: int,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        mlp_ratio: float = 2.0,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.overlap_win_size = int(window_size * overlap_ratio) + window_size
+        table_side = window_size + self.overlap_win_size - 1
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(table_side * table_side, num_heads))
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attention = OverlapCrossAttention(dim, window_size, self.overlap_win_size, num_heads, qk_scale)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], rpi: torch.Tensor) -> torch.Tensor:
+        h, w = x_size
+        b, _, c = x.shape
+        qkv = self.qkv(self.norm1(x)).view(b, h, w, 3 * c)
+        attn_x = self.attention(qkv, self.relative_position_bias_table, rpi)
+        x = self.proj(attn_x.reshape(b, h * w, c)) + x
+        return x + self.mlp(self.norm2(x))
+
+
+class AttenBlocks(nn.Module):
+    """The blocks of one RHAG: ``depth`` HABs (every second one shifted) and one OCAB."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        compress_ratio: int,
+        squeeze_factor: int,
+        conv_scale: float,
+        overlap_ratio: float,
+        mlp_ratio: float,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: Union[float, Sequence[float]] = 0.0,
+        use_checkpoint: bool = False,
+    ):
+        super().__init__()
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList([
+            HAB(
+                dim=dim,
+                num_heads=num_heads,
+                window_size=window_size,
+                shift_size=0 if i % 2 == 0 else shift_size,
+                compress_ratio=compress_ratio,
+                squeeze_factor=squeeze_factor,
+                conv_scale=conv_scale,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                qk_scale=qk_scale,
+                drop=drop,
+                attn_drop=attn_drop,
+                drop_path=drop_path[i] if isinstance(drop_path, (list, tuple)) else drop_path,
+            ) for i in range(depth)
+        ])
+        self.overlap_attn = OCAB(dim, window_size, overlap_ratio, num_heads, qkv_bias, qk_scale, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], inputs: AttentionInputs) -> torch.Tensor:
+        checkpointing = self.use_checkpoint and torch.is_grad_enabled()
+        for blk in self.blocks:
+            if checkpointing:
+                x = checkpoint.checkpoint(blk, x, x_size, inputs, use_reentrant=False)
+            else:
+                x = blk(x, x_size, inputs)
+        if checkpointing:
+            return checkpoint.checkpoint(self.overlap_attn, x, x_size, inputs.rpi_oca, use_reentrant=False)
+        return self.overlap_attn(x, x_size, inputs.rpi_oca)
+
+
+class RHAG(nn.Module):
+    """Residual hybrid attention group: attention blocks, a 3x3 conv (``resi_connection='1conv'``)
+    or nothing (``'identity'``), and a residual connection around both."""
+
+    def __init__(self, dim: int, resi_connection: str = '1conv', **block_kwargs):
+        super().__init__()
+        self.dim = dim
+        self.residual_group = AttenBlocks(dim=dim, **block_kwargs)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == '1conv' else nn.Identity()
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], inputs: AttentionInputs) -> torch.Tensor:
+        b, _, c = x.shape
+        y = self.residual_group(x, x_size, inputs)
+        y = self.conv(y.transpose(1, 2).reshape(b, c, *x_size))
+        return y.flatten(2).transpose(1, 2) + x
+
+
+class PatchEmbed(nn.Module):
+    """Feature map ``(b, c, h, w)`` to tokens ``(b, h*w, c)``, optionally layer-normalised.
+
+    HAT uses 1x1 "patches": no projection happens here, only the reshape (and the norm).
+    """
+
+    def __init__(self, embed_dim: int, norm: bool = True):
+        super().__init__()
+        self.norm = nn.LayerNorm(embed_dim) if norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)
+        return self.norm(x) if self.norm is not None else x
+
+
+def is_supported_scale(scale: int) -> bool:
+    """HAT reconstructs at x1, x3 and any power of two."""
+    return isinstance(scale, int) and scale >= 1 and (scale == 3 or scale & (scale - 1) == 0)
+
+
+class Upsample(nn.Sequential):
+    """Pixel-shuffle upsampler: one conv + PixelShuffle(2) per factor 2, or one PixelShuffle(3).
+
+    Scale 1 gives an empty sequence (identity).
+    """
+
+    def __init__(self, scale: int, num_feat: int):
+        if not is_supported_scale(scale):
+            raise ValueError(f'upscale={scale} is not supported: use 1, 3 or a power of two (2, 4, 8, ...)')
+        layers: list[nn.Module] = []
+        if scale == 3:
+            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+        else:
+            for _ in range(int(math.log2(scale))):
+                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+        super().__init__(*layers)
