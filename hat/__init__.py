@@ -8,6 +8,7 @@ from hat import basicsr_compat
 
 basicsr_compat.apply()
 
+from hat import data, models  # noqa: E402,F401
 from hat.archs import HAT  # noqa: E402
 from hat.version import __version__  # noqa: E402
 

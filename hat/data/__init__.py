@@ -1,0 +1,1 @@
+"""HAT's BasicSR datasets: importing this package registers them in ``DATASET_REGISTRY``."""
