@@ -1,0 +1,55 @@
+"""Published HAT variants: HAT-S, HAT and HAT-L at x2, x3 and x4 (the authors' option files).
+
+``create_hat('HAT_SRx4')`` builds the network a published checkpoint of that name expects;
+``create_hat('HAT-L', upscale=8)`` builds the HAT-L body at another scale (x1, x8, ...).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from hat.archs.hat_arch import HAT
+
+#: Settings every published variant shares.
+_COMMON: dict[str, Any] = dict(
+    in_chans=3, img_size=64, window_size=16, conv_scale=0.01, overlap_ratio=0.5, img_range=1.0,
+    mlp_ratio=2, upsampler='pixelshuffle', resi_connection='1conv',
+)
+
+#: Body of each family (everything but the scale).
+FAMILIES: dict[str, dict[str, Any]] = {
+    'HAT-S': dict(embed_dim=144, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=24, squeeze_factor=24),
+    'HAT': dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30),
+    'HAT-L': dict(embed_dim=180, depths=[6] * 12, num_heads=[6] * 12, compress_ratio=3, squeeze_factor=30),
+}
+
+#: Published checkpoint layouts, e.g. ``PRESETS['HAT-S_SRx4']`` (HAT constructor arguments).
+PRESETS: dict[str, dict[str, Any]] = {
+    f'{family}_SRx{scale}': {**_COMMON, **body, 'upscale': scale}
+    for family, body in FAMILIES.items()
+    for scale in (2, 3, 4)
+}
+
+#: Parameter counts of the published layouts (from the original implementation).
+PUBLISHED_NUM_PARAMS: dict[str, int] = {
+    'HAT-S_SRx2': 9_473_471, 'HAT-S_SRx3': 9_658_111, 'HAT-S_SRx4': 9_621_183,
+    'HAT_SRx2': 20_624_795, 'HAT_SRx3': 20_809_435, 'HAT_SRx4': 20_772_507,
+    'HAT-L_SRx2': 40_698_863, 'HAT-L_SRx3': 40_883_503, 'HAT-L_SRx4': 40_846_575,
+}
+
+
+def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """Constructor arguments for ``name`` (``'HAT_SRx4'`` or a family ``'HAT'``), with overrides."""
+    if name in PRESETS:
+        config = dict(PRESETS[name])
+    elif name in FAMILIES:
+        config = {**_COMMON, **FAMILIES[name], 'upscale': 4}
+    else:
+        known = ', '.join(list(FAMILIES) + list(PRESETS))
+        raise ValueError(f'unknown HAT variant {name!r}; choose one of: {known}')
+    config.update(overrides)
+    return config
+
+
+def create_hat(name: str, **overrides: Any) -> HAT:
+    """Build the published variant ``name`` (randomly initialised), e.g. ``create_hat('HAT-S', upscale=2)``."""
+    return HAT(**preset_config(name, **overrides))
