@@ -1,0 +1,69 @@
+"""HAT.forward takes any input size: reflect padding to the window multiple, output cropped."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hat import HAT
+from hat.archs.hat_arch import pad_to_multiple
+from tests.conftest import TINY_CONFIG, sample_photo, to_tensor
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    torch.manual_seed(0)
+    return HAT(**TINY_CONFIG).eval()
+
+
+@pytest.mark.parametrize('size', [(1, 1), (1, 9), (7, 1), (5, 13), (8, 8), (17, 30), (40, 16)])
+def test_any_size_gives_scaled_output(tiny, size):
+    with torch.no_grad():
+        out = tiny(torch.rand(2, 3, *size))
+    assert out.shape == (2, 3, size[0] * 2, size[1] * 2)
+    assert torch.isfinite(out).all()
+
+
+def test_padding_follows_original_test_recipe(tiny):
+    x = to_tensor(sample_photo('astronaut')[200:237, 180:203])  # 37 x 23, window 8
+    with torch.no_grad():
+        ours = tiny(x)
+        padded = F.pad(x, (0, 1, 0, 3), mode='reflect')  # the original model's pre_process
+        theirs = tiny(padded)[..., :74, :46]
+    assert torch.equal(ours, theirs)
+
+
+def test_inputs_that_fit_take_no_padding():
+    x = torch.rand(1, 3, 16, 24)
+    assert pad_to_multiple(x, 8) is x
+
+
+@pytest.mark.parametrize('h,w', [(3, 2), (1, 5), (2, 1), (9, 10)])
+def test_large_pads_stay_reflections(h, w):
+    x = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w)
+    padded = pad_to_multiple(x, 16)
+    assert padded.shape[-2:] == (16, 16)
+    assert torch.equal(padded[..., :h, :w], x)
+    values = set(x.flatten().tolist())
+    assert set(padded.flatten().tolist()) <= values
+    if h > 1 and w > 1:
+        assert torch.equal(padded[..., h, :w], x[..., h - 2, :])  # first padded row mirrors row h-2
+
+
+def test_batch_items_are_independent(tiny):
+    a, b = torch.rand(1, 3, 20, 12), torch.rand(1, 3, 20, 12)
+    with torch.no_grad():
+        both = tiny(torch.cat([a, b]))
+        assert torch.allclose(both[1:], tiny(b), atol=1e-6)
+
+
+def test_shift_mask_is_cached_per_size_and_dtype(tiny):
+    tiny._mask_cache.clear()
+    with torch.no_grad():
+        tiny(torch.rand(1, 3, 16, 16))
+        tiny(torch.rand(1, 3, 16, 16))
+        tiny(torch.rand(1, 3, 24, 16))
+    assert [key[:2] for key in tiny._mask_cache] == [(16, 16), (24, 16)]
+    first = tiny.shift_mask(16, 16, torch.device('cpu'), torch.float32)
+    assert tiny.shift_mask(16, 16, torch.device('cpu'), torch.float32) is first
+    tiny.double()
+    assert not tiny._mask_cache  # casting invalidates cached masks
+    tiny.float()

@@ -1,0 +1,114 @@
+"""Reading checkpoints, inferring the architecture from weights alone, and loading strictly."""
+import json
+import pickle
+
+import pytest
+import torch
+
+from hat import HAT, CheckpointError, create_hat, load_hat, read_state_dict
+from hat.checkpoint import infer_config, load_weights
+from tests.conftest import REFERENCE_DIR, TINY_CONFIG
+
+REFERENCE = json.loads((REFERENCE_DIR / 'hat_official_state_dicts.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def tiny_state():
+    torch.manual_seed(1)
+    return HAT(**TINY_CONFIG).state_dict()
+
+
+@pytest.mark.parametrize('name', sorted(REFERENCE))
+def test_infers_every_published_layout(name):
+    entry = REFERENCE[name]
+    state = {k: torch.zeros(shape, dtype=getattr(torch, dtype)) for k, (shape, dtype) in entry['state_dict'].items()}
+    assert infer_config(state) | {'img_size': 64} == {**entry['config'], 'qkv_bias': True, 'patch_norm': True}
+
+
+@pytest.mark.parametrize('config', [
+    dict(embed_dim=30, depths=[1, 3], num_heads=[5, 3], window_size=8, overlap_ratio=0.25, upscale=8, in_chans=1,
+         resi_connection='identity', mlp_ratio=1.5, compress_ratio=7, squeeze_factor=4, qkv_bias=False,
+         patch_norm=False),
+    dict(embed_dim=24, depths=[2], num_heads=[2], window_size=12, overlap_ratio=0.34, upscale=1, ape=True,
+         img_size=24, squeeze_factor=6),
+    dict(embed_dim=24, depths=[2, 1, 1], num_heads=[2, 4, 6], window_size=6, overlap_ratio=0.0, upscale=3,
+         squeeze_factor=6, img_range=255.0),
+])
+def test_rebuilds_unusual_layouts_with_identical_outputs(config):
+    torch.manual_seed(0)
+    model = HAT(**config).eval()
+    overrides = {'img_range': config['img_range']} if 'img_range' in config else {}
+    rebuilt = load_hat(model.state_dict(), **overrides)
+    x = torch.rand(1, config.get('in_chans', 3), 24, 24)
+    with torch.no_grad():
+        assert torch.equal(model(x), rebuilt(x))
+
+
+@pytest.mark.parametrize('layout', ['params_ema', 'params', 'bare', 'ddp'])
+def test_reads_basicsr_and_bare_checkpoints(tmp_path, tiny_state, layout):
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in tiny_state.items()}
+    content = {
+        'params_ema': {'params': other, 'params_ema': tiny_state},
+        'params': {'params': tiny_state},
+        'bare': tiny_state,
+        'ddp': {'params': {f'module.{k}': v for k, v in tiny_state.items()}},
+    }[layout]
+    path = tmp_path / 'net.pth'
+    torch.save(content, path)
+    state = read_state_dict(path)
+    assert state.keys() == tiny_state.keys()
+    assert all(torch.equal(state[k], tiny_state[k]) for k in state)
+    model = load_hat(path)
+    assert not model.training and model.upscale == 2 and model.window_size == 8
+
+
+def test_explicit_param_key(tmp_path, tiny_state):
+    path = tmp_path / 'net.pth'
+    torch.save({'params': tiny_state}, path)
+    with pytest.raises(CheckpointError, match="no 'params_ema' entry"):
+        read_state_dict(path, param_key='params_ema')
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nowhere.pth'):
+        load_hat(tmp_path / 'nowhere.pth')
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / 'evil.pth'
+    path.write_bytes(pickle.dumps({'params': object()}))
+    with pytest.raises(CheckpointError, match='weights_only'):
+        read_state_dict(path)
+
+
+def test_non_hat_checkpoint_lists_missing_keys(tmp_path):
+    path = tmp_path / 'vgg.pth'
+    torch.save({'params': torch.nn.Conv2d(3, 8, 3).state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r'not a HAT checkpoint: missing keys \[.conv_first.weight'):
+        load_hat(path)
+
+
+def test_other_variant_lists_mismatched_shapes(tiny_state):
+    model = HAT(**{**TINY_CONFIG, 'embed_dim': 36, 'squeeze_factor': 6})
+    with pytest.raises(CheckpointError, match=r'another HAT variant.*conv_first.weight: checkpoint \(24, 3, 3, 3\) '
+                                              r'vs model \(36, 3, 3, 3\)'):
+        load_weights(model, tiny_state)
+
+
+def test_other_depth_lists_missing_keys(tiny_state):
+    model = HAT(**{**TINY_CONFIG, 'depths': [2, 3], 'num_heads': [3, 3]})
+    with pytest.raises(CheckpointError, match=r'missing keys \[.layers.1.residual_group.blocks.2'):
+        load_weights(model, tiny_state)
+
+
+def test_checkpoint_without_index_buffers_still_loads(tiny_state):
+    state = {k: v for k, v in tiny_state.items() if not k.startswith('relative_position_index')}
+    model = load_hat(state)
+    assert torch.equal(model.relative_position_index_OCA, tiny_state['relative_position_index_OCA'])
+
+
+def test_preset_by_family_and_scale():
+    model = create_hat('HAT-S', upscale=8, depths=[1], num_heads=[6])
+    assert model.upscale == 8 and model.embed_dim == 144
+    with pytest.raises(ValueError, match="unknown HAT variant 'HAT-XL'"):
+        create_hat('HAT-XL')
