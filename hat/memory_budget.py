@@ -1,0 +1,122 @@
+"""How much memory HAT inference needs, and the largest tile that fits a budget (``--tile auto``).
+
+Activation-memory model (inference, batch 1, per input pixel after padding to the window):
+
+    floats = 2 * heads * ws**2 + 12 * embed_dim          # transformer body
+           + (1.5 * heads * ows**2 if attention is explicit)
+           + 64 * 3.25 * scale**2                       # pixel-shuffle reconstruction head
+
+``heads`` is the largest ``num_heads`` entry and ``ows = ws + int(ws * overlap_ratio)``.
+The body term is the shifted-window attention mask that fused attention folds into one
+``(windows x heads, ws**2, ws**2)`` tensor (held twice: bias+mask and the kernel's copy) plus
+about a dozen ``embed_dim``-wide token tensors (residuals, LayerNorm, qkv, MLP, conv
+branch); explicit attention also holds the OCAB score matrices. The head holds the last
+upsampling convolution's input, output and pixel-shuffled copy at ``scale**2`` times the
+pixels. The coefficients were fitted to peak-RSS measurements of fp32 CPU runs (2-core
+machine, 128x128 inputs, embed_dim 24-180, heads 3-12, window 8/16, scale 1-4): the model
+is within -8 % / +40 % of them (over-estimates where the head dominates). Half precision
+counts 3 bytes per float (most activations in 16 bits, LayerNorm/softmax outputs in 32).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+#: Fraction of free GPU memory a tile may plan to use (leaves room for the caching
+#: allocator's fragmentation and cuDNN workspaces; out-of-memory still halves the tile).
+GPU_BUDGET_FRACTION = 0.7
+
+#: Fraction of available host memory a tile may plan to use on CPU (there is no
+#: recoverable out-of-memory error on CPU, so stay well clear of it).
+CPU_BUDGET_FRACTION = 0.5
+
+#: Channels of HAT's reconstruction head (fixed by the architecture).
+_HEAD_FEATURES = 64
+
+
+def activation_floats_per_pixel(model: torch.nn.Module) -> float:
+    """Peak live activations of one forward pass, in floats per (padded) input pixel."""
+    heads = max(layer.residual_group.blocks[0].attn.num_heads for layer in model.layers)
+    ws = model.window_size
+    ows = ws + int(ws * model.overlap_ratio)
+    fused = all(getattr(m, 'fused_attn', True) for m in model.modules())
+    body = 2 * heads * ws ** 2 + 12 * model.embed_dim
+    if not fused:
+        body += 1.5 * heads * ows ** 2
+    head = _HEAD_FEATURES * 3.25 * model.upscale ** 2
+    return body + head
+
+
+def bytes_per_float(half: bool) -> float:
+    """Average bytes per activation: 4 in fp32, 3 under fp16/bf16 autocast (mixed 16/32 bit)."""
+    return 3.0 if half else 4.0
+
+
+def padded_side(side: int, window: int) -> int:
+    """``side`` rounded up to a multiple of the window (what the network actually runs on)."""
+    return -(-side // window) * window
+
+
+def tile_bytes(model: torch.nn.Module, h: int, w: int, half: bool, tta: bool = False) -> float:
+    """Estimated peak memory of running ``model`` on an ``h x w`` input (tile context included)."""
+    ws = model.window_size
+    pixels = padded_side(h, ws) * padded_side(w, ws)
+    floats = activation_floats_per_pixel(model)
+    if tta:
+        # The ensemble's running sum and the current transformed output.
+        floats += 2 * model.in_chans * model.upscale ** 2
+    return pixels * floats * bytes_per_float(half)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for activations on ``device``: free GPU memory, or the host's available memory."""
+    if device.type == 'cuda':
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return _host_available_memory()
+
+
+def _host_available_memory() -> int:
+    try:
+        with open('/proc/meminfo') as handle:
+            for line in handle:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2 ** 30
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes a tile may plan to use on ``device`` (a fraction of what is free now)."""
+    fraction = GPU_BUDGET_FRACTION if device.type == 'cuda' else CPU_BUDGET_FRACTION
+    return int(available_memory(device) * fraction)
+
+
+def largest_tile(
+    model: torch.nn.Module, h: int, w: int, tile_pad: int, budget: float, half: bool, tta: bool = False
+) -> Optional[int]:
+    """Largest tile (a multiple of the window) whose padded tile fits ``budget`` bytes.
+
+    Returns None when the whole ``h x w`` image fits, so it can run in one pass; never
+    returns less than one window (the out-of-memory fallback handles the rest).
+    """
+    ws = model.window_size
+    if tile_bytes(model, h, w, half, tta) <= budget:
+        return None
+    best = ws
+    tile = ws
+    while tile < max(h, w):
+        # A tile's context reaches tile_pad past each side, moved out to window edges.
+        side_h = min(h, tile + 2 * tile_pad + 2 * ws)
+        side_w = min(w, tile + 2 * tile_pad + 2 * ws)
+        if tile_bytes(model, side_h, side_w, half, tta) > budget:
+            break
+        best = tile
+        tile += ws
+    return best

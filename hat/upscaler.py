@@ -1,0 +1,281 @@
+"""``Upscaler``: super-resolve numpy images with a HAT checkpoint (the engine of ``hat-upscale``).
+
+Takes the images people have: gray, gray + alpha, RGB and RGBA, 8 or 16 bit (or float in
+[0, 1]), in RGB channel order. Colour runs through the network; alpha is upscaled
+bicubically and re-attached. Large images run in blended tiles; out-of-memory halves the
+tile and retries; half-precision results with NaN/inf are redone in fp32.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+from hat.checkpoint import load_hat
+from hat.memory_budget import largest_tile, memory_budget
+from hat.tiling import TileOutOfMemoryError, count_tiles, tiled_forward
+
+PathLike = Union[str, os.PathLike]
+
+PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+#: ITU-R BT.601 luma weights (R, G, B): how colour output returns to gray.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+#: The eight dihedral transforms of the self-ensemble: (transpose, flip height, flip width).
+TTA_TRANSFORMS = [(t, fh, fw) for t in (False, True) for fh in (False, True) for fw in (False, True)]
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The network produced NaN or inf even in fp32 (a broken checkpoint or input)."""
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``'cpu'``, ``'cuda'`` or ``'cuda:N'`` (None: CUDA when available), with a clear error if absent."""
+    if device is None:
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f'unknown device {str(device)!r}; use cpu, cuda or cuda:N') from error
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'device {str(device)!r} was requested but CUDA is not available here; use --device cpu')
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f'device {str(device)!r} does not exist: this machine has '
+                             f'{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)')
+    elif device.type != 'cpu':
+        raise ValueError(f'unsupported device {str(device)!r}; use cpu, cuda or cuda:N')
+    return device
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The compute dtype for ``precision`` on ``device``; fp16 on CPU is refused (use bf16 or fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'unknown precision {precision!r}; choose one of {", ".join(PRECISIONS)}')
+    if precision == 'fp16' and device.type == 'cpu':
+        raise ValueError('fp16 needs a CUDA device; on CPU use --precision bf16 (autocast) or fp32')
+    return PRECISIONS[precision]
+
+
+def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> tuple[dict[str, Any], Optional[str]]:
+    """HAT overrides from a BasicSR options file or dict (its ``network_g``), and its ``param_key_g``."""
+    if config is None:
+        return {}, None
+    if not isinstance(config, Mapping):
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f'options file not found: {str(path)!r}')
+        with open(path, encoding='utf-8') as handle:
+            config = yaml.safe_load(handle)
+        if not isinstance(config, Mapping):
+            raise ValueError(f'{str(path)!r} is not an options YAML (expected a mapping with a network_g section)')
+    network = dict(config.get('network_g', config))
+    kind = network.pop('type', 'HAT')
+    if kind != 'HAT':
+        raise ValueError(f'network_g type is {kind!r}; hat-upscale runs HAT networks only')
+    param_key = (config.get('path') or {}).get('param_key_g')
+    return network, param_key
+
+
+class Upscaler:
+    """Super-resolve images with a HAT checkpoint.
+
+    Args:
+        checkpoint: a ``.pth`` path (BasicSR ``params_ema``/``params`` or a bare state_dict),
+            a state_dict, or a HAT module. The variant is inferred from the weights.
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``.
+        precision: ``'fp32'``, ``'fp16'`` (CUDA only) or ``'bf16'`` (autocast; CUDA or CPU).
+        tile: tile size in input pixels, ``'auto'`` (largest that fits the memory budget)
+            or None (whole image).
+        tile_pad: context pixels around each tile (blended away; 32 leaves no seam).
+        tta: x8 self-ensemble (flips and transposes, averaged): better, 8x slower.
+        config: BasicSR options YAML (path or dict) whose ``network_g`` overrides what the
+            weights cannot tell, e.g. ``img_range`` or ``conv_scale``.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Union[PathLike, Mapping[str, torch.Tensor], torch.nn.Module],
+        device: Union[str, torch.device, None] = 'cpu',
+        precision: str = 'fp32',
+        tile: Union[int, str, None] = None,
+        tile_pad: int = 32,
+        tta: bool = False,
+        config: Union[PathLike, Mapping[str, Any], None] = None,
+    ):
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.dtype = check_precision(precision, self.device)
+        if tile is not None and tile != 'auto' and (not isinstance(tile, int) or tile < 1):
+            raise ValueError(f"tile must be a positive number of pixels, 'auto' or None; got {tile!r}")
+        if tile_pad < 0:
+            raise ValueError(f'tile_pad must be >= 0, got {tile_pad}')
+        self.tile = tile
+        self.tile_pad = tile_pad
+        self.tta = tta
+        if isinstance(checkpoint, torch.nn.Module):
+            self.model = checkpoint.eval().to(self.device)
+        else:
+            overrides, param_key = network_options(config)
+            self.model = load_hat(checkpoint, device=self.device, param_key=param_key, **overrides)
+        self.scale = int(self.model.upscale)
+        self.window_size = int(self.model.window_size)
+        self.in_chans = int(self.model.in_chans)
+        self.last_tile: Optional[int] = None
+
+    # ----------------------------------------------------------------- planning
+    def plan_tile(self, h: int, w: int) -> Optional[int]:
+        """The tile size an ``h x w`` image will start with (None: whole image in one pass)."""
+        if self.tile is None:
+            return None
+        if self.tile == 'auto':
+            budget = memory_budget(self.device)
+            if self.device.type == 'cpu':
+                # The blended output and its weights live on the host next to the tiles.
+                budget -= (self.in_chans + 1) * h * w * self.scale ** 2 * 4
+            return largest_tile(self.model, h, w, self.tile_pad, budget, self.dtype != torch.float32, self.tta)
+        return None if self.tile >= max(h, w) else int(self.tile)
+
+    def count_passes(self, h: int, w: int) -> int:
+        """Network passes for an ``h x w`` image at the planned tile (x8 with TTA): a progress total."""
+        tile = self.plan_tile(h, w)
+        passes = 1 if tile is None else count_tiles(h, w, tile)
+        return passes * (len(TTA_TRANSFORMS) if self.tta else 1)
+
+    # ---------------------------------------------------------------- inference
+    def upscale(self, image: np.ndarray, on_pass: Optional[Callable[[], None]] = None) -> np.ndarray:
+        """Super-resolve ``image`` (RGB order; see the module docstring); same dtype and channels out.
+
+        ``on_pass`` is called after every network pass (a tile, a TTA transform), for progress bars.
+        """
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+            raise ValueError(f'expected an image of shape (h, w) or (h, w, 1|2|3|4), got {image.shape}')
+        if image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f'image has an empty side: {image.shape}')
+        pixels, peak = _to_float(image)
+        squeeze = pixels.ndim == 2
+        if squeeze:
+            pixels = pixels[..., None]
+        channels = pixels.shape[2]
+        color, alpha = (pixels[..., :-1], pixels[..., -1]) if channels in (2, 4) else (pixels, None)
+        out = self._upscale_color(color, on_pass)
+        if alpha is not None:
+            out = np.concatenate([out, self._resize(alpha)[..., None]], axis=2)
+        if squeeze:
+            out = out[..., 0]
+        return _from_float(out, image.dtype, peak)
+
+    def _resize(self, plane: np.ndarray) -> np.ndarray:
+        h, w = plane.shape[:2]
+        resized = cv2.resize(plane, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
+        return np.clip(resized, 0.0, 1.0)
+
+    def _upscale_color(self, color: np.ndarray, on_pass) -> np.ndarray:
+        """``(h, w, 1|3)`` float32 in [0, 1] through the network, matching its channel count."""
+        gray = color.shape[2] == 1
+        if self.in_chans == color.shape[2]:
+            return self._run(color, on_pass)
+        if self.in_chans == 3 and gray:
+            rgb = self._run(np.repeat(color, 3, axis=2), on_pass)
+            return (rgb @ LUMA_WEIGHTS)[..., None]
+        if self.in_chans == 1 and not gray:
+            # Luma through the network, chroma bicubic: the usual way to run a gray model on colour.
+            ycrcb = cv2.cvtColor(np.ascontiguousarray(color), cv2.COLOR_RGB2YCrCb)
+            y = self._run(ycrcb[..., :1], on_pass)
+            chroma = cv2.resize(ycrcb[..., 1:], (y.shape[1], y.shape[0]), interpolation=cv2.INTER_CUBIC)
+            return np.clip(cv2.cvtColor(np.dstack([y[..., 0], chroma]), cv2.COLOR_YCrCb2RGB), 0.0, 1.0)
+        raise ValueError(f'a {self.in_chans}-channel model cannot take a {color.shape[2]}-channel image')
+
+    def _run(self, image: np.ndarray, on_pass) -> np.ndarray:
+        """HWC float32 -> upscaled HWC float32 clipped to [0, 1]; precision fallback lives here."""
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+        out = self._forward_with_tiles(x, self.dtype, on_pass)
+        if not torch.isfinite(out).all():
+            if self.dtype == torch.float32:
+                raise NonFiniteOutputError('the network produced NaN/inf in fp32; the checkpoint or the '
+                                           'options (img_range, conv_scale) are probably wrong')
+            warnings.warn(f'{self.precision} produced NaN/inf for this image; redoing it in fp32', stacklevel=3)
+            out = self._forward_with_tiles(x, torch.float32, on_pass)
+        return out[0].clamp_(0, 1).permute(1, 2, 0).numpy()
+
+    def _forward_with_tiles(self, x: torch.Tensor, dtype: torch.dtype, on_pass) -> torch.Tensor:
+        """Run on the host tensor ``x`` tile by tile; on out-of-memory halve the tile and start over."""
+        h, w = x.shape[-2:]
+        tile = self.plan_tile(h, w)
+        while True:
+            self.last_tile = tile
+            size = tile if tile is not None else max(h, w)
+            try:
+                return tiled_forward(lambda t: self._forward(t, dtype, on_pass), x, self.scale, size,
+                                     self.tile_pad, align=self.window_size)
+            except TileOutOfMemoryError as error:
+                smaller = max(size // 2 // self.window_size * self.window_size, self.window_size)
+                if smaller >= size:
+                    raise TileOutOfMemoryError(f'even a {size}px tile does not fit in memory on {self.device}; '
+                                               f'free memory or use --device cpu') from error
+                warnings.warn(f'out of memory with {size}px tiles on {self.device}; retrying with {smaller}px',
+                              stacklevel=2)
+                if self.device.type == 'cuda':
+                    torch.cuda.empty_cache()
+                tile = smaller
+
+    @torch.no_grad()
+    def _forward(self, tile: torch.Tensor, dtype: torch.dtype, on_pass) -> torch.Tensor:
+        """One tile through the network (with the x8 ensemble if enabled); returns float32 on the host."""
+        tile = tile.to(self.device)
+        transforms = TTA_TRANSFORMS if self.tta else TTA_TRANSFORMS[:1]
+        total = None
+        for transform in transforms:
+            out = _inverse(self._network(_apply(tile, *transform), dtype), *transform)
+            total = out if total is None else total + out
+            if on_pass is not None:
+                on_pass()
+        return (total / len(transforms)).cpu()
+
+    def _network(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if dtype == torch.float32:
+            return self.model(x).float()
+        with torch.autocast(device_type=self.device.type, dtype=dtype):
+            return self.model(x).float()
+
+
+def _apply(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool) -> torch.Tensor:
+    if flip_h:
+        x = x.flip(-2)
+    if flip_w:
+        x = x.flip(-1)
+    return x.transpose(-2, -1) if transpose else x
+
+
+def _inverse(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool) -> torch.Tensor:
+    if transpose:
+        x = x.transpose(-2, -1)
+    if flip_w:
+        x = x.flip(-1)
+    return x.flip(-2) if flip_h else x
+
+
+def _to_float(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pixels as float32 in [0, 1] and the integer peak they were divided by (1 for floats)."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0, 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0, 65535.0
+    if image.dtype in (np.float32, np.float64):
+        return np.clip(image.astype(np.float32), 0.0, 1.0), 1.0
+    raise TypeError(f'unsupported pixel type {image.dtype}; use uint8, uint16 or float in [0, 1]')
+
+
+def _from_float(image: np.ndarray, dtype: np.dtype, peak: float) -> np.ndarray:
+    if peak == 1.0:
+        return image.astype(dtype)
+    return np.clip(image * peak + 0.5, 0, peak).astype(dtype)
