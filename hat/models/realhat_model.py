@@ -1,0 +1,106 @@
+"""Real-HAT: HAT trained on Real-ESRGAN's synthetic real-world degradations, as an L1 model and a GAN.
+
+basicsr 1.4.2 ships the Real-ESRGAN pipeline (``RealESRNetModel``, ``RealESRGANModel``): second-order
+degradations (blur, resize, noise, JPEG, sinc) synthesized per batch on the fly, a training-pair pool
+(queue) that mixes degradations across batches, and USM sharpening of the ground truth. We subclass
+it and fix what it gets wrong for us: it moves its JPEG/USM modules and the pool to the GPU with
+``.cuda()``, so here they live on the model's device (CPU or GPU); and on today's PyTorch its
+``DiffJPEG`` returns channels-last tensors that its own ``filter2D`` cannot ``.view``, so ours returns
+contiguous ones. Validation and testing use ``HATModel``'s inference (any image size, optional tiles).
+"""
+from __future__ import annotations
+
+import torch
+from basicsr.models.realesrgan_model import RealESRGANModel
+from basicsr.models.realesrnet_model import RealESRNetModel
+from basicsr.utils import DiffJPEG, USMSharp
+from basicsr.utils.registry import MODEL_REGISTRY
+
+import hat.losses  # noqa: F401  (registers LocalVGGPerceptualLoss for the GAN recipe)
+from hat.models.hat_model import HATModel
+
+#: Options that basicsr's degradation code reads (``opt[key]``) when it synthesizes training pairs.
+DEGRADATION_KEYS = (
+    'resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range', 'gray_noise_prob',
+    'jpeg_range', 'second_blur_prob', 'resize_prob2', 'resize_range2', 'gaussian_noise_prob2', 'noise_range2',
+    'poisson_scale_range2', 'gray_noise_prob2', 'jpeg_range2', 'gt_size',
+)
+
+
+class ContiguousDiffJPEG(DiffJPEG):
+    """basicsr's JPEG simulator with a contiguous output, which basicsr's ``filter2D`` needs next."""
+
+    def forward(self, x: torch.Tensor, quality: torch.Tensor | float) -> torch.Tensor:
+        return super().forward(x, quality=quality).contiguous()
+
+
+class RealDegradationOnDevice:
+    """Mixin placed before basicsr's Real-ESRGAN model: degradation tools and pool on ``self.device``."""
+
+    #: Option keys besides ``DEGRADATION_KEYS`` that the concrete model reads during synthesis.
+    usm_keys: tuple[str, ...] = ()
+
+    def _setup_degradation(self, opt: dict) -> None:
+        """Build the JPEG simulator and USM sharpener on the model's device."""
+        self.jpeger = ContiguousDiffJPEG(differentiable=False).to(self.device)
+        self.usm_sharpener = USMSharp().to(self.device)
+        self.queue_size = opt.get('queue_size', 180)
+
+    @classmethod
+    def check_degradation_options(cls, opt: dict) -> None:
+        """Fail early, naming the missing keys, if training would synthesize pairs without its options."""
+        if not (opt.get('is_train') and opt.get('high_order_degradation', True)):
+            return
+        missing = [key for key in DEGRADATION_KEYS + cls.usm_keys if key not in opt]
+        if missing:
+            raise ValueError(f'{cls.__name__} synthesizes its training pairs and needs the top-level options '
+                             f'{", ".join(missing)}; copy them from options/train/train_Real_HAT_SRx4_mse_model.yml.')
+        if opt['gt_size'] % opt['scale']:
+            raise ValueError(f'gt_size {opt["gt_size"]} must be a multiple of scale {opt["scale"]}.')
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self) -> None:
+        """basicsr's training-pair pool, allocated on the batch's device instead of with ``.cuda()``."""
+        if not hasattr(self, 'queue_lr'):
+            batch = self.lq.size(0)
+            if self.queue_size % batch:
+                raise ValueError(f'queue_size {self.queue_size} must be a multiple of the batch size {batch} '
+                                 '(batch_size_per_gpu, times num_gpu without distributed training).')
+            self.queue_lr = self.lq.new_zeros((self.queue_size, *self.lq.shape[1:]))
+            self.queue_gt = self.gt.new_zeros((self.queue_size, *self.gt.shape[1:]))
+            self.queue_ptr = 0
+        super()._dequeue_and_enqueue()
+
+    @torch.no_grad()
+    def feed_data(self, data: dict) -> None:
+        synthesizing = self.is_train and self.opt.get('high_order_degradation', True)
+        if not synthesizing and 'gt' not in data:
+            # Validation without ground truth: drop the last training batch's GT so it is not shown or scored.
+            for name in ('gt', 'gt_usm'):
+                if hasattr(self, name):
+                    delattr(self, name)
+        super().feed_data(data)
+
+
+@MODEL_REGISTRY.register()
+class RealHATMSEModel(RealDegradationOnDevice, RealESRNetModel, HATModel):
+    """Real-HAT stage 1: HAT with an L1 loss on Real-ESRGAN degradations (basicsr's ``RealESRNetModel``)."""
+
+    usm_keys = ('gt_usm',)
+
+    def __init__(self, opt: dict):
+        self.check_degradation_options(opt)
+        super(RealESRNetModel, self).__init__(opt)  # skips only RealESRNetModel.__init__, which calls .cuda()
+        self._setup_degradation(opt)
+
+
+@MODEL_REGISTRY.register()
+class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
+    """Real-HAT stage 2: L1 + perceptual + GAN fine-tuning with a discriminator (basicsr's ``RealESRGANModel``)."""
+
+    usm_keys = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
+
+    def __init__(self, opt: dict):
+        self.check_degradation_options(opt)
+        super(RealESRGANModel, self).__init__(opt)  # skips only RealESRGANModel.__init__, which calls .cuda()
+        self._setup_degradation(opt)
