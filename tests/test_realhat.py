@@ -1,0 +1,299 @@
+"""Real-HAT: Real-ESRGAN degradations on the model's device, the pair pool, and both training stages end to end."""
+from __future__ import annotations
+
+import copy
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from tests.conftest import REPO_ROOT, TINY_CONFIG, sample_photo
+
+MSE_YML = REPO_ROOT / 'options/train/train_Real_HAT_SRx4_mse_model.yml'
+GAN_YML = REPO_ROOT / 'options/train/train_Real_HAT_GAN_SRx4_finetune_from_mse_model.yml'
+TEST_YML = REPO_ROOT / 'options/test/HAT_GAN_Real_SRx4.yml'
+HR_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket')
+#: Real low-resolution inputs for validation/testing, with sizes that are not window multiples.
+LR_PHOTOS = {'camera': (44, 60), 'coffee': (50, 75)}
+GT_SIZE, BATCH, ITERS = 64, 2, 3  # the pair pool (2 batches) is full from iteration 3 on
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory) -> dict:
+    """HR sample photos with a meta_info file, and small real LR photos without any ground truth."""
+    root = tmp_path_factory.mktemp('realhat_data')
+    hr, lr = root / 'hr', root / 'lr'
+    hr.mkdir()
+    lr.mkdir()
+    for name in HR_PHOTOS:
+        write_png(hr / f'{name}.png', sample_photo(name))
+    (root / 'meta_info.txt').write_text(''.join(f'{name}.png\n' for name in HR_PHOTOS))
+    for name, (h, w) in LR_PHOTOS.items():
+        write_png(lr / f'{name}.png', cv2.resize(sample_photo(name), (w, h), interpolation=cv2.INTER_AREA))
+    return {'hr': str(hr), 'meta_info': str(root / 'meta_info.txt'), 'lr': str(lr)}
+
+
+def tiny(published: Path, photos: dict) -> dict:
+    """A published Real-HAT recipe, unchanged but for a tiny HAT, tiny crops, a few iterations and CPU."""
+    opt = yaml.safe_load(published.read_text())
+    opt.update(num_gpu=0, gt_size=GT_SIZE, queue_size=2 * BATCH)
+    opt['network_g'] = dict(TINY_CONFIG, type='HAT', upscale=4)
+    if 'network_d' in opt:
+        opt['network_d']['num_feat'] = 8
+    train = opt['datasets']['train']
+    train.update(dataroot_gt=photos['hr'], meta_info=photos['meta_info'], gt_size=GT_SIZE, batch_size_per_gpu=BATCH,
+                 num_worker_per_gpu=0)
+    opt['datasets']['val'] = {'name': 'real_lr', 'type': 'SingleImageDataset', 'dataroot_lq': photos['lr'],
+                              'io_backend': {'type': 'disk'}}
+    opt['val'] = {'val_freq': ITERS, 'save_img': True}
+    opt['tile'] = {'tile_size': 24, 'tile_pad': 8}
+    opt['train'].update(total_iter=ITERS)
+    opt['train']['scheduler']['milestones'] = [ITERS]
+    if 'perceptual_opt' in opt['train']:
+        opt['train']['perceptual_opt'].update(vgg_weights_path=None, vgg_random_init=True)
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=ITERS, use_tb_logger=False)
+    return opt
+
+
+def as_parsed(opt: dict, root: Path) -> dict:
+    """What BasicSR's option parser adds for a single-process training run rooted at ``root``."""
+    opt = copy.deepcopy(opt)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
+    for phase, ds in opt['datasets'].items():
+        ds.update(phase=phase.split('_')[0], scale=opt['scale'])
+    experiments = root / 'experiments' / opt['name']
+    opt['path'].update(experiments_root=str(experiments), models=str(experiments / 'models'), log=str(experiments),
+                       training_states=str(experiments / 'training_states'),
+                       visualization=str(experiments / 'visualization'))
+    return opt
+
+
+def build(opt: dict, root: Path):
+    from basicsr.models import build_model
+
+    return build_model(as_parsed(opt, root))
+
+
+def first_batch(opt: dict) -> dict:
+    from basicsr.data import build_dataset
+
+    dataset = build_dataset(as_parsed(opt, Path('.'))['datasets']['train'])
+    return next(iter(torch.utils.data.DataLoader(dataset, batch_size=BATCH)))
+
+
+def reseed(seed: int = 0) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 10 * np.log10(1 / (a - b).square().mean().item())
+
+
+def high_frequency_energy(images: torch.Tensor) -> float:
+    laplacian = torch.tensor([[0., 1., 0.], [1., -4., 1.], [0., 1., 0.]]).expand(3, 1, 3, 3)
+    return F.conv2d(images, laplacian.to(images), groups=3).square().mean().item()
+
+
+@pytest.fixture(scope='module')
+def mse_opt(photos) -> dict:
+    return tiny(MSE_YML, photos)
+
+
+@pytest.fixture(scope='module')
+def batch(mse_opt) -> dict:
+    reseed()
+    return first_batch(mse_opt)
+
+
+def test_degraded_lr_has_the_right_size_on_the_model_device_and_is_not_bicubic(mse_opt, batch, tmp_path):
+    model = build(mse_opt, tmp_path)
+    reseed()
+    model.feed_data(batch)
+    assert model.gt.shape == (BATCH, 3, GT_SIZE, GT_SIZE)
+    assert model.lq.shape == (BATCH, 3, GT_SIZE // 4, GT_SIZE // 4)
+    assert model.lq.device.type == model.gt.device.type == model.queue_lr.device.type == 'cpu'
+    tools = [*model.jpeger.parameters(), *model.usm_sharpener.buffers()]
+    assert {tensor.device.type for tensor in tools} == {'cpu'}
+    assert model.lq.min() >= 0 and model.lq.max() <= 1
+    assert torch.equal(model.lq * 255, (model.lq * 255).round())  # quantized like an 8-bit image
+    bicubic = F.interpolate(model.gt, scale_factor=0.25, mode='bicubic', antialias=True).clamp(0, 1)
+    area = F.interpolate(model.gt, scale_factor=0.25, mode='area')
+    assert psnr(area, bicubic) > 35  # two clean downsamplers agree ...
+    assert psnr(model.lq, bicubic) < 30  # ... the blur/noise/JPEG/sinc degradations do not
+
+
+def test_pair_pool_fills_then_returns_earlier_pairs(mse_opt, batch, tmp_path):
+    model = build({**mse_opt, 'gt_usm': False}, tmp_path)  # sharpening is tested below; it costs 1-2 s a batch
+    reseed()
+    for filled in (BATCH, 2 * BATCH):
+        model.feed_data(batch)
+        assert model.queue_ptr == filled
+    pool_before = model.queue_lr.clone()
+    model.feed_data(batch)  # the pool is full: this batch goes in, earlier pairs come out
+    from_pool = [any(torch.equal(lq, old) for old in pool_before) for lq in model.lq]
+    new_in_pool = [not any(torch.equal(lq, old) for old in pool_before) for lq in model.queue_lr]
+    assert all(from_pool)
+    assert sum(new_in_pool) == BATCH
+
+
+def test_usm_sharpening_of_the_ground_truth_is_an_option(mse_opt, batch, tmp_path):
+    gts = {}
+    for usm in (False, True):
+        model = build({**mse_opt, 'gt_usm': usm}, tmp_path)
+        reseed()  # same kernels, resizes, noise and crop position for both
+        model.feed_data(batch)
+        gts[usm] = model.gt
+    assert not torch.equal(gts[True], gts[False])
+    assert high_frequency_energy(gts[True]) > 1.2 * high_frequency_energy(gts[False])
+
+
+def test_validation_without_ground_truth_forgets_the_training_gt(mse_opt, batch, photos, tmp_path):
+    model = build({**mse_opt, 'gt_usm': False}, tmp_path)
+    model.feed_data(batch)
+    model.is_train = False
+    lq = torch.rand(1, 3, 20, 28)
+    model.feed_data({'lq': lq, 'lq_path': [str(Path(photos['lr']) / 'camera.png')]})
+    model.test()
+    assert not hasattr(model, 'gt') and not hasattr(model, 'gt_usm')
+    assert model.output.shape == (1, 3, 80, 112)
+    assert 'gt' not in model.get_current_visuals()
+
+
+def test_missing_degradation_option_and_bad_queue_size_are_named(mse_opt, batch, tmp_path):
+    opt = {key: value for key, value in mse_opt.items() if key not in ('jpeg_range2', 'gt_usm')}
+    with pytest.raises(ValueError, match='jpeg_range2, gt_usm'):
+        build(opt, tmp_path)
+    model = build({**mse_opt, 'queue_size': 2 * BATCH + 1, 'gt_usm': False}, tmp_path)
+    with pytest.raises(ValueError, match=f'queue_size {2 * BATCH + 1} must be a multiple of the batch size {BATCH}'):
+        model.feed_data(batch)
+
+
+# ------------------------------------------------ both stages end to end -------------------------------------------
+
+
+def run_entry_point(script: str, opt: dict, root: Path) -> subprocess.CompletedProcess:
+    """``hat/train.py`` or ``hat/test.py``'s main() in a subprocess, with experiments/ and results/ under ``root``."""
+    yml = root / f'{opt["name"]}.yml'
+    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    code = f'from hat.{script} import main; main({str(root)!r})'
+    result = subprocess.run([sys.executable, '-c', code, '-opt', str(yml)], cwd=root, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def logged_losses(experiment: Path) -> dict[str, list[float]]:
+    """Every loss value printed in the experiment's training log, by name."""
+    (log,) = experiment.glob('train_*.log')
+    losses: dict[str, list[float]] = {}
+    for name, value in re.findall(r'\b(l_[a-z_]+): (\S+)', log.read_text()):
+        losses.setdefault(name, []).append(float(value))
+    return losses
+
+
+def assert_checkpoints(experiment: Path, labels: tuple[str, ...]) -> None:
+    for label in labels:
+        for tag in (ITERS, 'latest'):
+            state = torch.load(experiment / 'models' / f'{label}_{tag}.pth', map_location='cpu', weights_only=True)
+            assert all(torch.isfinite(v).all() for v in state['params'].values())
+    assert torch.load(experiment / 'training_states' / f'{ITERS}.state', weights_only=True)['iter'] == ITERS
+
+
+def assert_validation_images(experiment: Path) -> None:
+    for name, (h, w) in LR_PHOTOS.items():
+        image = cv2.imread(str(experiment / 'visualization' / name / f'{name}_{ITERS}.png'))
+        assert image.shape == (4 * h, 4 * w, 3)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory) -> Path:
+    """Root of the two stages' experiments (stage 1 runs in the first test that needs it)."""
+    return tmp_path_factory.mktemp('realhat_runs')
+
+
+@pytest.fixture(scope='module')
+def mse_run(mse_opt, runs) -> Path:
+    run_entry_point('train', mse_opt, runs)
+    return runs / 'experiments' / mse_opt['name']
+
+
+@pytest.fixture(scope='module')
+def gan_run(photos, runs, mse_run) -> Path:
+    opt = tiny(GAN_YML, photos)
+    run_entry_point('train', opt, runs)  # pretrain_network_g: stage 1's net_g_latest.pth, relative to ``runs``
+    return runs / 'experiments' / opt['name']
+
+
+@pytest.mark.slow
+def test_mse_stage_trains_writes_checkpoints_and_saves_validation_images(mse_run):
+    losses = logged_losses(mse_run)
+    assert len(losses['l_pix']) == ITERS and np.isfinite(losses['l_pix']).all()
+    assert_checkpoints(mse_run, ('net_g',))
+    assert_validation_images(mse_run)
+
+
+@pytest.mark.slow
+def test_gan_stage_starts_from_the_mse_stage_weights(photos, mse_run, runs, monkeypatch):
+    monkeypatch.chdir(runs)  # the recipe names stage 1's weights relative to the working directory
+    model = build(tiny(GAN_YML, photos), runs / 'in_process')
+    saved = torch.load(mse_run / 'models' / 'net_g_latest.pth', map_location='cpu', weights_only=True)['params_ema']
+    for net in (model.net_g, model.net_g_ema):
+        state = net.state_dict()
+        assert state.keys() == saved.keys()
+        assert all(torch.equal(state[key], saved[key]) for key in saved)
+
+
+@pytest.mark.slow
+def test_gan_stage_losses_are_finite_and_checkpoints_written(gan_run):
+    losses = logged_losses(gan_run)
+    for name in ('l_g_pix', 'l_g_percep', 'l_g_gan', 'l_d_real', 'l_d_fake'):
+        assert len(losses[name]) == ITERS and np.isfinite(losses[name]).all(), name
+    assert_checkpoints(gan_run, ('net_g', 'net_d'))
+    assert_validation_images(gan_run)
+
+
+@pytest.mark.slow
+def test_real_world_test_config_saves_images_without_ground_truth(photos, gan_run, runs):
+    opt = yaml.safe_load(TEST_YML.read_text())
+    opt.update(num_gpu=0, tile={'tile_size': 24, 'tile_pad': 8}, network_g=dict(TINY_CONFIG, type='HAT', upscale=4))
+    opt['datasets']['test_1']['dataroot_lq'] = photos['lr']
+    opt['path']['pretrain_network_g'] = str(gan_run / 'models' / 'net_g_latest.pth')
+    run_entry_point('test', opt, runs)
+    folder = runs / 'results' / opt['name'] / 'visualization' / opt['datasets']['test_1']['name']
+    for name, (h, w) in LR_PHOTOS.items():
+        image = cv2.imread(str(folder / f'{name}_{opt["name"]}.png'))
+        assert image.shape == (4 * h, 4 * w, 3)
+
+
+# ------------------------------------------------------ CUDA -------------------------------------------------------
+
+
+@needs_cuda
+def test_degradations_pool_and_gan_step_run_on_the_gpu(photos, batch, tmp_path):
+    opt = tiny(GAN_YML, photos)
+    opt.update(num_gpu=1)
+    model = build(opt, tmp_path)
+    reseed()
+    for step in range(1, 4):
+        model.feed_data(batch)
+        assert model.lq.is_cuda and model.gt.is_cuda and model.gt_usm.is_cuda
+        assert model.queue_lr.is_cuda and model.queue_gt.is_cuda
+        assert all(tensor.is_cuda for tensor in (*model.jpeger.parameters(), *model.usm_sharpener.buffers()))
+        model.optimize_parameters(step)
+        assert all(np.isfinite(value) for value in model.log_dict.values())
+    assert model.lq.shape == (BATCH, 3, GT_SIZE // 4, GT_SIZE // 4)
