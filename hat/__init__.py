@@ -12,6 +12,7 @@ from hat import data, models  # noqa: E402,F401
 from hat.archs import HAT  # noqa: E402
 from hat.archs.hat_presets import PRESETS, create_hat  # noqa: E402
 from hat.checkpoint import CheckpointError, load_hat, read_state_dict  # noqa: E402
+from hat.upscaler import Upscaler  # noqa: E402
 from hat.version import __version__  # noqa: E402
 
-__all__ = ['HAT', 'PRESETS', 'CheckpointError', 'create_hat', 'load_hat', 'read_state_dict', '__version__']
+__all__ = ['HAT', 'PRESETS', 'CheckpointError', 'create_hat', 'load_hat', 'read_state_dict', 'Upscaler', '__version__']

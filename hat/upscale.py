@@ -113,7 +113,8 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def collect_inputs(spec: str, recursive: bool, exclude: Path) -> tuple[Path, list[Path], list[Path]]:
-    """Expand INPUT into (root, image files, other files); files under ``exclude`` are left out."""
+    """Expand INPUT into (root, image files, other files); files under ``exclude`` (the output
+    folder) are left out when it lies inside the input folder."""
     path = Path(spec)
     if path.is_file():
         return path.parent, [path], []
@@ -125,7 +126,9 @@ def collect_inputs(spec: str, recursive: bool, exclude: Path) -> tuple[Path, lis
         candidates = sorted(Path(p) for p in glob.glob(spec, recursive=recursive) if os.path.isfile(p))
     else:
         raise UsageError(f'input {spec!r} does not exist (expected an image file, a folder or a glob pattern)')
-    candidates = [p for p in candidates if not _is_within(p, exclude)]
+    if exclude.resolve() != root.resolve() and _is_within(exclude, root):
+        # An output folder inside the input folder: earlier results are not inputs.
+        candidates = [p for p in candidates if not _is_within(p, exclude)]
     images = [p for p in candidates if is_image_path(p)]
     others = [p for p in candidates if not is_image_path(p)]
     if not images:
