@@ -177,12 +177,14 @@ def test_config_yaml_overrides_what_weights_cannot_tell(tmp_path):
         Upscaler(path, config=options)
 
 
-def test_tiles_match_the_whole_image(noisy):
+def test_tiles_match_the_whole_image():
+    model = nearest_hat(body_gain=1.0)  # the random body dominates: any seam would show
     rgb = sample_photo('astronaut')[100:196, 180:260]
-    whole = Upscaler(noisy).upscale(rgb)
-    assert psnr(whole, nearest(rgb)) < 45  # the body really changes the output
+    whole = Upscaler(model).upscale(rgb)
+    assert psnr(whole, nearest(rgb)) < 20
     for tile in (32, 40):
-        assert psnr(Upscaler(noisy, tile=tile, tile_pad=32).upscale(rgb), whole) >= 50
+        assert psnr(Upscaler(model, tile=tile, tile_pad=32).upscale(rgb), whole) >= 50
+    assert psnr(Upscaler(model, tile=32, tile_pad=8).upscale(rgb), whole) < 50  # too little context
 
 
 def test_auto_tile_follows_the_memory_budget(noisy, monkeypatch):
@@ -376,14 +378,16 @@ def test_existing_outputs_are_kept_unless_overwrite(photo_folder, tmp_path):
     assert sorted(after) == sorted(before) and all(after[name] != before[name] for name in before)
 
 
-def test_tiled_command_matches_the_whole_image(photo_folder, noisy, tmp_path):
-    root, photos, _, _, noisy_ckpt, _ = photo_folder
-    result = upscale_cli('-i', photos / 'astronaut.png', '-o', tmp_path, '-m', noisy_ckpt,
+def test_tiled_command_matches_the_whole_image(photo_folder, tmp_path):
+    root, photos, *_ = photo_folder
+    model = nearest_hat(body_gain=1.0)
+    checkpoint = save_checkpoint(model, tmp_path / 'random_body.pth')
+    result = upscale_cli('-i', photos / 'astronaut.png', '-o', tmp_path / 'out', '-m', checkpoint,
                          '--tile', 48, '--tile-pad', 32, '--device', 'cpu', cwd=root)
     assert result.returncode == 0, result.stderr
     assert summary_counts(result) == (1, 0, 0) and 'pass' in result.stderr  # a bar over the 4 tiles
-    whole = Upscaler(noisy).upscale(read_image(photos / 'astronaut.png'))
-    assert psnr(read_image(tmp_path / 'astronaut.png'), whole) >= 50
+    whole = Upscaler(model).upscale(read_image(photos / 'astronaut.png'))
+    assert psnr(read_image(tmp_path / 'out' / 'astronaut.png'), whole) >= 50
 
 
 def test_not_a_hat_checkpoint_is_a_clear_error(photo_folder, tmp_path):
