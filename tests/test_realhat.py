@@ -46,15 +46,15 @@ def photos(tmp_path_factory) -> dict:
     return {'hr': str(hr), 'meta_info': str(root / 'meta_info.txt'), 'lr': str(lr)}
 
 
-def tiny(published: Path, photos: dict) -> dict:
+def tiny(published: Path, photos: dict, gt_size: int = GT_SIZE) -> dict:
     """A published Real-HAT recipe, unchanged but for a tiny HAT, tiny crops, a few iterations and CPU."""
     opt = yaml.safe_load(published.read_text())
-    opt.update(num_gpu=0, gt_size=GT_SIZE, queue_size=2 * BATCH)
+    opt.update(num_gpu=0, gt_size=gt_size, queue_size=2 * BATCH)
     opt['network_g'] = dict(TINY_CONFIG, type='HAT', upscale=4)
     if 'network_d' in opt:
         opt['network_d']['num_feat'] = 8
     train = opt['datasets']['train']
-    train.update(dataroot_gt=photos['hr'], meta_info=photos['meta_info'], gt_size=GT_SIZE, batch_size_per_gpu=BATCH,
+    train.update(dataroot_gt=photos['hr'], meta_info=photos['meta_info'], gt_size=gt_size, batch_size_per_gpu=BATCH,
                  num_worker_per_gpu=0)
     opt['datasets']['val'] = {'name': 'real_lr', 'type': 'SingleImageDataset', 'dataroot_lq': photos['lr'],
                               'io_backend': {'type': 'disk'}}
@@ -234,7 +234,7 @@ def mse_run(mse_opt, runs) -> Path:
 
 @pytest.fixture(scope='module')
 def gan_run(photos, runs, mse_run) -> Path:
-    opt = tiny(GAN_YML, photos)
+    opt = tiny(GAN_YML, photos, gt_size=32)  # VGG19 and the discriminator dominate: keep their input small
     run_entry_point('train', opt, runs)  # pretrain_network_g: stage 1's net_g_latest.pth, relative to ``runs``
     return runs / 'experiments' / opt['name']
 
