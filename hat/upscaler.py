@@ -65,10 +65,10 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
-def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> tuple[dict[str, Any], Optional[str]]:
-    """HAT overrides from a BasicSR options file or dict (its ``network_g``), and its ``param_key_g``."""
+def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> dict[str, Any]:
+    """HAT constructor overrides from a BasicSR options file or dict (its ``network_g`` section)."""
     if config is None:
-        return {}, None
+        return {}
     if not isinstance(config, Mapping):
         path = Path(config)
         if not path.is_file():
@@ -81,8 +81,7 @@ def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> tuple[d
     kind = network.pop('type', 'HAT')
     if kind != 'HAT':
         raise ValueError(f'network_g type is {kind!r}; hat-upscale runs HAT networks only')
-    param_key = (config.get('path') or {}).get('param_key_g')
-    return network, param_key
+    return network
 
 
 class Upscaler:
@@ -124,8 +123,7 @@ class Upscaler:
         if isinstance(checkpoint, torch.nn.Module):
             self.model = checkpoint.eval().to(self.device)
         else:
-            overrides, param_key = network_options(config)
-            self.model = load_hat(checkpoint, device=self.device, param_key=param_key, **overrides)
+            self.model = load_hat(checkpoint, device=self.device, **network_options(config))
         self.scale = int(self.model.upscale)
         self.window_size = int(self.model.window_size)
         self.in_chans = int(self.model.in_chans)
