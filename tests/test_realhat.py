@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from tests.conftest import REPO_ROOT, TINY_CONFIG, sample_photo
+from tests.conftest import REPO_ROOT, TINY_CONFIG, sample_photo, to_tensor
 
 MSE_YML = REPO_ROOT / 'options/train/train_Real_HAT_SRx4_mse_model.yml'
 GAN_YML = REPO_ROOT / 'options/train/train_Real_HAT_GAN_SRx4_finetune_from_mse_model.yml'
@@ -118,6 +118,18 @@ def mse_opt(photos) -> dict:
 def batch(mse_opt) -> dict:
     reseed()
     return first_batch(mse_opt)
+
+
+def test_simulated_jpeg_can_be_blurred_next():
+    from basicsr.utils.img_process_util import filter2D
+
+    from hat.models.realhat_model import ContiguousDiffJPEG
+
+    photo = to_tensor(sample_photo('astronaut')[:64, :64]).repeat(2, 1, 1, 1)
+    jpeg = ContiguousDiffJPEG(differentiable=False)(photo, quality=torch.tensor([30.0, 95.0]))
+    assert jpeg.is_contiguous()
+    assert psnr(jpeg[0], photo[0]) < psnr(jpeg[1], photo[1])  # quality 30 loses more than 95
+    assert filter2D(jpeg, torch.full((2, 5, 5), 1 / 25)).shape == photo.shape
 
 
 def test_degraded_lr_has_the_right_size_on_the_model_device_and_is_not_bicubic(mse_opt, batch, tmp_path):
