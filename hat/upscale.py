@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             _say(f'failed: {failures[-1]}')
     rate = summary.megapixels / summary.seconds if summary.seconds else 0.0
     print(f'hat-upscale: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed; '
-          f'{summary.megapixels:.3f} input megapixels in {summary.seconds:.1f} s = {rate:.3f} megapixels/s')
+          f'{summary.megapixels:.3g} input megapixels in {summary.seconds:.1f} s = {rate:.3g} megapixels/s')
     for failure in failures:
         print(f'  failed: {failure}', file=sys.stderr)
     return EXIT_FAILED if summary.failed else EXIT_OK

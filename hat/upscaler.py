@@ -62,6 +62,8 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
         raise ValueError(f'unknown precision {precision!r}; choose one of {", ".join(PRECISIONS)}')
     if precision == 'fp16' and device.type == 'cpu':
         raise ValueError('fp16 needs a CUDA device; on CPU use --precision bf16 (autocast) or fp32')
+    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ValueError(f'{torch.cuda.get_device_name(device)} does not support bf16; use --precision fp16 or fp32')
     return PRECISIONS[precision]
 
 
