@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from hat.scripts import make_lmdb, make_meta_info
 from tests.conftest import REPO_ROOT, TINY_CONFIG, sample_photo, to_tensor
 
 MSE_YML = REPO_ROOT / 'options/train/train_Real_HAT_SRx4_mse_model.yml'
@@ -40,7 +41,7 @@ def photos(tmp_path_factory) -> dict:
     lr.mkdir()
     for name in HR_PHOTOS:
         write_png(hr / f'{name}.png', sample_photo(name))
-    (root / 'meta_info.txt').write_text(''.join(f'{name}.png\n' for name in HR_PHOTOS))
+    make_meta_info.main(['--input', str(hr), '--meta-info', str(root / 'meta_info.txt')])
     for name, (h, w) in LR_PHOTOS.items():
         write_png(lr / f'{name}.png', cv2.resize(sample_photo(name), (w, h), interpolation=cv2.INTER_AREA))
     return {'hr': str(hr), 'meta_info': str(root / 'meta_info.txt'), 'lr': str(lr)}
@@ -193,6 +194,29 @@ def test_missing_degradation_option_and_bad_queue_size_are_named(mse_opt, batch,
     model = build({**mse_opt, 'queue_size': 2 * BATCH + 1, 'gt_usm': False}, tmp_path)
     with pytest.raises(ValueError, match=f'queue_size {2 * BATCH + 1} must be a multiple of the batch size {BATCH}'):
         model.feed_data(batch)
+
+
+@pytest.mark.parametrize('backend', ['disk', 'lmdb'])
+def test_sub_images_from_the_data_scripts_feed_the_degradation_pipeline(mse_opt, tmp_path, backend):
+    make_lmdb.main(['--input', str(Path(mse_opt['datasets']['train']['dataroot_gt'])), '--output', str(tmp_path),
+                    '--name', 'DFO', '--scale', '--crop-size', '400', '--step', '200', '--workers', '1'] +
+                   ([] if backend == 'lmdb' else ['--no-lmdb']))
+    sub = tmp_path / 'DFO_HR_sub'
+    opt = copy.deepcopy({**mse_opt, 'gt_usm': False})
+    train = opt['datasets']['train']
+    if backend == 'lmdb':
+        train.update(dataroot_gt=f'{sub}.lmdb', io_backend={'type': 'lmdb'})
+        del train['meta_info']  # the LMDB's own meta_info.txt lists its keys
+    else:
+        make_meta_info.main(['--input', str(sub), '--meta-info', str(tmp_path / 'meta_info_DFOsub_GT.txt')])
+        train.update(dataroot_gt=str(sub), meta_info=str(tmp_path / 'meta_info_DFOsub_GT.txt'))
+    sub_images = sorted(p.stem for p in sub.glob('*.png'))
+    reseed()
+    batch = first_batch(opt)
+    assert sorted(Path(p).stem for p in batch['gt_path']) == sub_images[:BATCH]
+    model = build(opt, tmp_path)
+    model.feed_data(batch)
+    assert model.lq.shape == (BATCH, 3, GT_SIZE // 4, GT_SIZE // 4)
 
 
 # ------------------------------------------------ both stages end to end -------------------------------------------
