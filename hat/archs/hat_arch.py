@@ -19,7 +19,7 @@ from torch import nn
 from hat.archs.hat_attention import (
     relative_position_index_oca,
     relative_position_index_sa,
-    shifted_window_mask,
+    shifted_window_masks,
 )
 from hat.archs.hat_blocks import RHAG, AttentionInputs, PatchEmbed, Upsample, is_supported_scale
 
@@ -137,7 +137,9 @@ class HAT(nn.Module):
         self.ape = ape
         self.patches_resolution = patches
         mean = RGB_MEAN if in_chans == 3 else (0.0,) * in_chans
-        self.register_buffer('mean', torch.tensor(mean).view(1, in_chans, 1, 1), persistent=False)
+        # 1-D so the channels-last conversion below leaves it alone (DDP cannot sync a (1, c, 1, 1)
+        # channels-last buffer: its strides make elements overlap).
+        self.register_buffer('mean', torch.tensor(mean), persistent=False)
         self._mask_cache: OrderedDict = OrderedDict()
 
         overlap_size = window_size + int(overlap_ratio * window_size)
@@ -222,13 +224,14 @@ class HAT(nn.Module):
             layer.residual_group.use_checkpoint = bool(enabled)
 
     def shift_mask(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Shifted-window mask for an ``h x w`` feature map, cached per size, device and dtype."""
+        """Shifted-window masks ``(3, N, N)`` for an ``h x w`` feature map (see
+        ``hat_attention.shifted_window_masks``), cached per size, device and dtype."""
         if torch.compiler.is_compiling():
-            return shifted_window_mask(h, w, self.window_size, self.shift_size, device, dtype)
+            return shifted_window_masks(self.window_size, self.shift_size, device, dtype)
         key = (h, w, device, dtype)
         mask = self._mask_cache.get(key)
         if mask is None:
-            mask = shifted_window_mask(h, w, self.window_size, self.shift_size, device, dtype)
+            mask = shifted_window_masks(self.window_size, self.shift_size, device, dtype)
             self._mask_cache[key] = mask
             while len(self._mask_cache) > MASK_CACHE_SIZE:
                 self._mask_cache.popitem(last=False)
@@ -260,7 +263,7 @@ class HAT(nn.Module):
         inputs = AttentionInputs(
             rpi_sa=self.relative_position_index_SA,
             rpi_oca=self.relative_position_index_OCA,
-            shift_mask=self.shift_mask(h, w, x.device, x.dtype),
+            shift_masks=self.shift_mask(h, w, x.device, x.dtype),
         )
         x = self.patch_embed(x)
         if self.ape:
@@ -279,7 +282,7 @@ class HAT(nn.Module):
         self.check_input(x)
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.window_size)
-        mean = self.mean.to(x.dtype)
+        mean = self.mean.to(x.dtype).view(1, -1, 1, 1)
         x = (x - mean) * self.img_range
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x

@@ -8,6 +8,14 @@ product runs either through ``torch.nn.functional.scaled_dot_product_attention``
 matmul-softmax-matmul ("explicit", the original formulation). Choose per model with
 ``HAT.set_fused_attention(False)``, or for every model built afterwards with the
 environment variable ``HAT_FUSED_ATTN=0``.
+
+Layout choices for speed (both paths share them; only the softmax product differs):
+windows are cut straight from the projected ``(b, h, w, 3 * dim)`` image into the
+kernels' ``(windows, heads, tokens, head_dim)`` layout in one copy; the fused path pads
+``head_dim`` with zeros to a multiple of 8 (CUDA's memory-efficient kernel needs it for
+HAT's 30, and CPU's kernel runs faster); shifted windows are attended in up to four
+blocks (interior, last window column, last window row, corner), each with a single
+``(heads, N, N)`` bias, so the -100 mask is never expanded to every window.
 """
 from __future__ import annotations
 
@@ -100,6 +108,45 @@ def shifted_window_mask(
     return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, SHIFT_MASK_VALUE)
 
 
+def shifted_window_masks(
+    window_size: int, shift_size: int, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """Masks ``(3, ws*ws, ws*ws)`` of the last window column, the last window row and the corner window.
+
+    After the cyclic shift only these windows mix regions, and every window of one kind
+    has the same mask whatever the image size; interior windows need none. Equal to the
+    matching windows of :func:`shifted_window_mask`.
+    """
+    pos = torch.arange(window_size, device=device)
+    band = (pos >= window_size - shift_size).long() + 1  # region 1 or 2 inside the last window row/column
+    same = torch.zeros_like(band)
+    ids = torch.stack([
+        same[:, None] * 3 + band[None, :],  # last column: one region along rows
+        band[:, None] * 3 + same[None, :],  # last row: one region along columns
+        band[:, None] * 3 + band[None, :],  # corner
+    ]).flatten(1)
+    different = ids[:, None, :] != ids[:, :, None]
+    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, SHIFT_MASK_VALUE)
+
+
+def kernel_head_dim(head_dim: int, fused: bool) -> int:
+    """Head size handed to the attention kernel: a multiple of 8 on the fused path (zero padded)."""
+    return -(-head_dim // 8) * 8 if fused else head_dim
+
+
+def pad_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Contiguous copy of ``x`` with its last dimension zero-padded to ``head_dim`` (one copy either way)."""
+    extra = head_dim - x.shape[-1]
+    return F.pad(x, (0, extra)) if extra else x.contiguous()
+
+
+def window_bands(count: int, shifted: bool) -> list[tuple[int, int, bool]]:
+    """Runs ``(start, stop, is_last)`` of window rows (or columns) that share a mask kind."""
+    if not shifted:
+        return [(0, count, False)]
+    return ([(0, count - 1, False)] if count > 1 else []) + [(count - 1, count, True)]
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -124,16 +171,19 @@ def attend(
 
 
 def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Relative position bias ``(heads, queries, keys)`` from a ``(entries, heads)`` table."""
+    """Relative position bias ``(heads, queries, keys)``, contiguous, from a ``(entries, heads)`` table.
+
+    Negative indices wrap around the table, as with the original's advanced indexing.
+    """
     nq, nk = index.shape
-    return table[index.view(-1)].view(nq, nk, -1).permute(2, 0, 1)
+    return table.t().index_select(1, index.reshape(-1) % table.shape[0]).view(-1, nq, nk)
 
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping windows, with relative position bias.
 
-    Serves both the regular and the shifted windows of HAB: pass ``mask`` (from
-    :func:`shifted_window_mask`) for shifted ones.
+    Serves both the regular and the shifted windows of HAB: for shifted ones, pass the
+    cyclically shifted image and ``masks`` from :func:`shifted_window_masks`.
     """
 
     def __init__(
@@ -159,25 +209,34 @@ class WindowAttention(nn.Module):
         self.fused_attn = fused_attention_default()
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor, rpi: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x``: ``(b * num_windows, ws*ws, dim)``; ``mask``: ``(num_windows, ws*ws, ws*ws)`` or None."""
-        b_, n, c = x.shape
-        heads = self.num_heads
-        q, k, v = self.qkv(x).view(b_, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    def forward(self, x: torch.Tensor, rpi: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: image ``(b, h, w, dim)``, sides multiples of the window; ``masks``: ``(3, N, N)`` or None.
+
+        Returns ``(b, h, w, dim)``: every pixel attended within its window, then projected.
+        """
+        b, h, w, c = x.shape
+        ws, heads = self.window_size, self.num_heads
+        d = c // heads
+        kernel_d = kernel_head_dim(d, self.fused_attn)
+        nh, nw = h // ws, w // ws
+        qkv = self.qkv(x).view(b, nh, ws, nw, ws, 3, heads, d)
         bias = gather_bias(self.relative_position_bias_table, rpi)
         dropout_p = self.attn_drop if self.training else 0.0
-        if mask is None:
-            out = attend(q, k, v, bias.unsqueeze(0), self.scale, dropout_p, self.fused_attn)
-        else:
-            # Fold the window index into the head dimension so the per-window mask stays a
-            # 4-D attention mask: (b, nw * heads, n, d) with bias+mask (1, nw * heads, n, n).
-            nw = mask.shape[0]
-            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, nw * heads, n, n)
-            fold = (b_ // nw, nw * heads, n, -1)
-            out = attend(q.reshape(fold), k.reshape(fold), v.reshape(fold), bias, self.scale, dropout_p,
-                         self.fused_attn)
-            out = out.view(b_, heads, n, -1)
-        out = out.transpose(1, 2).reshape(b_, n, c)
+        shifted = masks is not None
+        rows = []
+        for r0, r1, last_row in window_bands(nh, shifted):
+            cols = []
+            for c0, c1, last_col in window_bands(nw, shifted):
+                # (3, b, rows, cols, heads, ws, ws, d) -> q, k, v: (windows, heads, ws*ws, kernel_d)
+                block = pad_heads(qkv[:, r0:r1, :, c0:c1].permute(5, 0, 1, 3, 6, 2, 4, 7), kernel_d)
+                q, k, v = block.view(3, -1, heads, ws * ws, kernel_d).unbind(0)
+                kind = 2 * last_row + last_col
+                block_bias = bias if kind == 0 else bias + masks[kind - 1]
+                out = attend(q, k, v, block_bias.unsqueeze(0), self.scale, dropout_p, self.fused_attn)
+                cols.append(out.view(b, r1 - r0, c1 - c0, heads, ws, ws, kernel_d))
+            rows.append(torch.cat(cols, dim=2) if len(cols) > 1 else cols[0])
+        out = torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
+        out = out[..., :d].permute(0, 1, 4, 2, 5, 3, 6).reshape(b, h, w, c)
         return self.proj_drop(self.proj(out))
 
 
@@ -201,14 +260,24 @@ class OverlapCrossAttention(nn.Module):
         self.fused_attn = fused_attention_default()
 
     def forward(self, qkv: torch.Tensor, table: torch.Tensor, rpi: torch.Tensor) -> torch.Tensor:
-        """``qkv``: ``(b, h, w, 3 * dim)`` projected features; returns ``(b, h, w, dim)``."""
+        """``qkv``: ``(b, h, w, 3 * dim)`` projected features; returns ``(b, h, w, dim)``.
+
+        Keys and values come from :func:`overlapping_windows` windows (zeros beyond the
+        image), cut here in the same order straight into the kernel layout.
+        """
         b, h, w, _ = qkv.shape
         ws, ows, heads, c = self.window_size, self.overlap_size, self.num_heads, self.dim
         d = c // heads
-        q = window_partition(qkv[..., :c], ws).view(-1, ws * ws, heads, d).transpose(1, 2)
-        kv = overlapping_windows(qkv[..., c:], ws, ows)
-        k, v = kv.view(-1, ows * ows, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        kernel_d = kernel_head_dim(d, self.fused_attn)
+        nh, nw = h // ws, w // ws
+        qkv = qkv.view(b, h, w, 3, heads, d)
+        q = qkv[:, :, :, 0].view(b, nh, ws, nw, ws, heads, d).permute(0, 1, 3, 5, 2, 4, 6)
+        q = pad_heads(q, kernel_d).view(-1, heads, ws * ws, kernel_d)
+        pad = (ows - ws) // 2
+        kv = F.pad(qkv[:, :, :, 1:], (0, kernel_d - d, 0, 0, 0, 0, pad, pad, pad, pad))
+        kv = kv.unfold(1, ows, ws).unfold(2, ows, ws)  # (b, nh, nw, 2, heads, kernel_d, ows, ows)
+        k, v = kv.permute(3, 0, 1, 2, 4, 6, 7, 5).reshape(2, -1, heads, ows * ows, kernel_d).unbind(0)
         bias = gather_bias(table, rpi).unsqueeze(0)
         out = attend(q, k, v, bias, self.scale, 0.0, self.fused_attn)
-        out = out.transpose(1, 2).reshape(-1, ws, ws, c)
-        return window_reverse(out, ws, h, w)
+        out = out[..., :d].view(b, nh, nw, heads, ws, ws, d)
+        return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, h, w, c)

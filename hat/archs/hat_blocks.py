@@ -14,15 +14,16 @@ import torch
 from torch import nn
 from torch.utils import checkpoint
 
-from hat.archs.hat_attention import OverlapCrossAttention, WindowAttention, window_partition, window_reverse
+from hat.archs.hat_attention import OverlapCrossAttention, WindowAttention
 
 
 class AttentionInputs(NamedTuple):
-    """Per-forward tensors shared by every block: indices into the bias tables and the shift mask."""
+    """Per-forward tensors shared by every block: indices into the bias tables and the
+    shifted-window masks (``hat_attention.shifted_window_masks``)."""
 
     rpi_sa: torch.Tensor
     rpi_oca: torch.Tensor
-    shift_mask: torch.Tensor
+    shift_masks: torch.Tensor
 
 
 class DropPath(nn.Module):
@@ -128,7 +129,7 @@ class HAB(nn.Module):
         """``x``: tokens ``(b, h*w, dim)`` of an image of size ``x_size``; same shape out."""
         h, w = x_size
         b, _, c = x.shape
-        ws, shift = self.window_size, self.shift_size
+        shift = self.shift_size
         shortcut = x
         x = self.norm1(x).view(b, h, w, c)
 
@@ -136,9 +137,7 @@ class HAB(nn.Module):
 
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        windows = window_partition(x, ws).view(-1, ws * ws, c)
-        windows = self.attn(windows, inputs.rpi_sa, inputs.shift_mask if shift else None)
-        attn_x = window_reverse(windows.view(-1, ws, ws, c), ws, h, w)
+        attn_x = self.attn(x, inputs.rpi_sa, inputs.shift_masks if shift else None)
         if shift:
             attn_x = torch.roll(attn_x, shifts=(shift, shift), dims=(1, 2))
 

@@ -1,0 +1,71 @@
+"""The fast attention layout: per-kind shift masks, padded heads, blocks of windows, channels-last convs."""
+import pytest
+import torch
+
+from hat import HAT
+from hat.archs.hat_attention import kernel_head_dim, shifted_window_mask, shifted_window_masks
+from tests.conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
+
+#: Head size 6 (padded to 8 on the fused path) and 8 (not padded); x3 exercises the other upsampler.
+ODD_HEADS_CONFIG = dict(TINY_CONFIG, embed_dim=30, num_heads=[5, 3], upscale=3)
+
+
+@pytest.mark.parametrize('h,w,ws', [(16, 24, 8), (8, 8, 8), (32, 16, 16), (12, 18, 6), (8, 32, 8)])
+def test_mask_kinds_equal_the_full_mask_of_every_window(h, w, ws):
+    full = shifted_window_mask(h, w, ws, ws // 2, dtype=torch.float64)
+    kinds = shifted_window_masks(ws, ws // 2, dtype=torch.float64)
+    nh, nw = h // ws, w // ws
+    for i in range(nh):
+        for j in range(nw):
+            kind = 2 * (i == nh - 1) + (j == nw - 1)
+            expected = torch.zeros_like(full[0]) if kind == 0 else kinds[kind - 1]
+            assert torch.equal(full[i * nw + j], expected), (i, j)
+
+
+def test_fused_path_pads_heads_to_a_multiple_of_eight():
+    assert [kernel_head_dim(d, True) for d in (6, 8, 24, 30)] == [8, 8, 24, 32]
+    assert [kernel_head_dim(d, False) for d in (6, 30)] == [6, 30]
+
+
+def synth_model(config, dtype=torch.float32):
+    model = HAT(**config)
+    model.load_state_dict(load_synth_weights().synth_state_dict(model.state_dict(), 7))
+    return model.to(dtype)
+
+
+@pytest.mark.parametrize('size', [(8, 8), (8, 24), (24, 8), (21, 30)])
+def test_fused_matches_float64_within_1e5_relative_for_padded_heads(size):
+    model = synth_model(ODD_HEADS_CONFIG).eval()
+    reference = synth_model(ODD_HEADS_CONFIG, torch.float64).eval()
+    reference.set_fused_attention(False)
+    photo = to_tensor(sample_photo('coffee')[100:100 + size[0], 150:150 + size[1]])
+    x = torch.cat([photo, photo.flip(-1)])
+    with torch.no_grad():
+        expected = reference(x.double())
+        for fused in (True, False):
+            model.set_fused_attention(fused)
+            error = (model(x).double() - expected).abs().max() / expected.abs().max()
+            assert error < 1e-5, (fused, error.item())
+
+
+def test_fused_and_explicit_gradients_agree_in_float64():
+    grads = {}
+    x = to_tensor(sample_photo('astronaut')[64:88, 32:48]).double()
+    for fused in (True, False):
+        model = synth_model(ODD_HEADS_CONFIG, torch.float64).train()
+        model.set_fused_attention(fused)
+        model(x).square().mean().backward()
+        grads[fused] = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None for g in grads[True].values())
+    for name, grad in grads[True].items():
+        assert torch.allclose(grad, grads[False][name], rtol=1e-9, atol=1e-12), name
+    assert grads[True]['layers.0.residual_group.blocks.1.attn.relative_position_bias_table'].abs().sum() > 0
+
+
+def test_convs_run_channels_last_and_output_is_contiguous():
+    model = HAT(**TINY_CONFIG).eval()
+    assert model.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.state_dict()['conv_first.weight'].shape == (24, 3, 3, 3)
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 11, 16))
+    assert out.is_contiguous() and out.shape == (1, 3, 22, 32)
