@@ -14,8 +14,8 @@ branch); explicit attention also holds the OCAB score matrices. The head holds t
 upsampling convolution's input, output and pixel-shuffled copy at ``scale**2`` times the
 pixels. The coefficients were fitted to peak-RSS measurements of fp32 CPU runs (2-core
 machine, 128x128 inputs, embed_dim 24-180, heads 3-12, window 8/16, scale 1-4): the model
-is within -8 % / +40 % of them (over-estimates where the head dominates). Half precision
-counts 3 bytes per float (most activations in 16 bits, LayerNorm/softmax outputs in 32).
+is within -8 % / +40 % of them (over-estimates where the head dominates), and over-estimates
+HAT-S x4 at 256x256 by about 2x. Bytes per float: see :func:`bytes_per_float`.
 """
 from __future__ import annotations
 
@@ -49,9 +49,17 @@ def activation_floats_per_pixel(model: torch.nn.Module) -> float:
     return body + head
 
 
-def bytes_per_float(half: bool) -> float:
-    """Average bytes per activation: 4 in fp32, 3 under fp16/bf16 autocast (mixed 16/32 bit)."""
-    return 3.0 if half else 4.0
+def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
+    """Average bytes per activation for a compute ``dtype`` on ``device``.
+
+    4 in fp32. Under fp16/bf16 autocast on CUDA, 3 (most activations in 16 bits, LayerNorm and
+    softmax outputs in 32; an estimate: out-of-memory still halves the tile). Under bf16
+    autocast on CPU, 8: peak memory measured 2.2x that of fp32 (HAT-S x4, 256x256), as
+    autocast keeps converted copies next to the fp32 tensors.
+    """
+    if dtype == torch.float32:
+        return 4.0
+    return 3.0 if device.type == 'cuda' else 8.0
 
 
 def padded_side(side: int, window: int) -> int:
@@ -59,7 +67,7 @@ def padded_side(side: int, window: int) -> int:
     return -(-side // window) * window
 
 
-def tile_bytes(model: torch.nn.Module, h: int, w: int, half: bool, tta: bool = False) -> float:
+def tile_bytes(model: torch.nn.Module, h: int, w: int, float_bytes: float, tta: bool = False) -> float:
     """Estimated peak memory of running ``model`` on an ``h x w`` input (tile context included)."""
     ws = model.window_size
     pixels = padded_side(h, ws) * padded_side(w, ws)
@@ -67,7 +75,7 @@ def tile_bytes(model: torch.nn.Module, h: int, w: int, half: bool, tta: bool = F
     if tta:
         # The ensemble's running sum and the current transformed output.
         floats += 2 * model.in_chans * model.upscale ** 2
-    return pixels * floats * bytes_per_float(half)
+    return pixels * floats * float_bytes
 
 
 def available_memory(device: torch.device) -> int:
@@ -99,7 +107,7 @@ def memory_budget(device: torch.device) -> int:
 
 
 def largest_tile(
-    model: torch.nn.Module, h: int, w: int, tile_pad: int, budget: float, half: bool, tta: bool = False
+    model: torch.nn.Module, h: int, w: int, tile_pad: int, budget: float, float_bytes: float, tta: bool = False
 ) -> Optional[int]:
     """Largest tile (a multiple of the window) whose padded tile fits ``budget`` bytes.
 
@@ -107,7 +115,7 @@ def largest_tile(
     returns less than one window (the out-of-memory fallback handles the rest).
     """
     ws = model.window_size
-    if tile_bytes(model, h, w, half, tta) <= budget:
+    if tile_bytes(model, h, w, float_bytes, tta) <= budget:
         return None
     best = ws
     tile = ws
@@ -115,7 +123,7 @@ def largest_tile(
         # A tile's context reaches tile_pad past each side, moved out to window edges.
         side_h = min(h, tile + 2 * tile_pad + 2 * ws)
         side_w = min(w, tile + 2 * tile_pad + 2 * ws)
-        if tile_bytes(model, side_h, side_w, half, tta) > budget:
+        if tile_bytes(model, side_h, side_w, float_bytes, tta) > budget:
             break
         best = tile
         tile += ws

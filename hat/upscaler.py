@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from hat.checkpoint import load_hat
-from hat.memory_budget import largest_tile, memory_budget
+from hat.memory_budget import bytes_per_float, largest_tile, memory_budget
 from hat.tiling import TileOutOfMemoryError, count_tiles, tiled_forward
 
 PathLike = Union[str, os.PathLike]
@@ -141,7 +141,8 @@ class Upscaler:
             if self.device.type == 'cpu':
                 # The blended output and its weights live on the host next to the tiles.
                 budget -= (self.in_chans + 1) * h * w * self.scale ** 2 * 4
-            return largest_tile(self.model, h, w, self.tile_pad, budget, self.dtype != torch.float32, self.tta)
+            float_bytes = bytes_per_float(self.dtype, self.device)
+            return largest_tile(self.model, h, w, self.tile_pad, budget, float_bytes, self.tta)
         return None if self.tile >= max(h, w) else int(self.tile)
 
     def count_passes(self, h: int, w: int) -> int:

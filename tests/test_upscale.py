@@ -192,7 +192,7 @@ def test_auto_tile_follows_the_memory_budget(noisy, monkeypatch):
     upscaler = Upscaler(noisy, tile='auto', tile_pad=16)
     assert upscaler.plan_tile(96, 96) is None  # plenty of memory: one pass
     whole = upscaler.upscale(rgb)
-    per_pixel = memory_budget.tile_bytes(noisy, 8, 8, half=False) / 64
+    per_pixel = memory_budget.tile_bytes(noisy, 8, 8, 4.0) / 64
     budget = per_pixel * 80 * 80 + (3 + 1) * 96 * 96 * 4 * 4  # an 80x80 tile and the blended output
     monkeypatch.setattr('hat.upscaler.memory_budget', lambda device: budget)
     assert upscaler.plan_tile(96, 96) == 80 - 2 * 16 - 2 * 8
@@ -201,16 +201,18 @@ def test_auto_tile_follows_the_memory_budget(noisy, monkeypatch):
 
 
 def test_memory_model_grows_with_pixels_and_picks_the_largest_fitting_tile(noisy):
-    small = memory_budget.tile_bytes(noisy, 64, 64, half=False)
-    assert memory_budget.tile_bytes(noisy, 128, 128, half=False) == pytest.approx(4 * small)
-    assert memory_budget.tile_bytes(noisy, 60, 60, half=False) == small  # padded to the window
-    assert memory_budget.tile_bytes(noisy, 64, 64, half=True) < small
-    budget = memory_budget.tile_bytes(noisy, 120, 120, half=False)
-    tile = memory_budget.largest_tile(noisy, 1000, 1000, 16, budget, half=False)
-    assert tile == 120 - 2 * 16 - 2 * 8
-    assert memory_budget.largest_tile(noisy, 100, 100, 16, budget, half=False) is None
-    assert memory_budget.largest_tile(noisy, 1000, 1000, 16, 1.0, half=False) == 8
-    assert memory_budget.available_memory(torch.device('cpu')) > 0
+    cpu = torch.device('cpu')
+    fp32 = memory_budget.bytes_per_float(torch.float32, cpu)
+    small = memory_budget.tile_bytes(noisy, 64, 64, fp32)
+    assert memory_budget.tile_bytes(noisy, 128, 128, fp32) == pytest.approx(4 * small)
+    assert memory_budget.tile_bytes(noisy, 60, 60, fp32) == small  # padded to the window
+    assert memory_budget.tile_bytes(noisy, 64, 64, memory_budget.bytes_per_float(torch.bfloat16, cpu)) > small
+    assert memory_budget.bytes_per_float(torch.float16, torch.device('cuda')) < fp32
+    budget = memory_budget.tile_bytes(noisy, 120, 120, fp32)
+    assert memory_budget.largest_tile(noisy, 1000, 1000, 16, budget, fp32) == 120 - 2 * 16 - 2 * 8
+    assert memory_budget.largest_tile(noisy, 100, 100, 16, budget, fp32) is None
+    assert memory_budget.largest_tile(noisy, 1000, 1000, 16, 1.0, fp32) == 8
+    assert memory_budget.available_memory(cpu) > 0
 
 
 class OutOfMemoryAbove(torch.nn.Module):
