@@ -2,20 +2,20 @@
 
 Activation-memory model (inference, batch 1, per input pixel after padding to the window):
 
-    floats = 2 * heads * ws**2 + 12 * embed_dim          # transformer body
-           + (1.5 * heads * ows**2 if attention is explicit)
+    floats = 16 * embed_dim + heads * ws**2 / 4           # transformer body
+           + (2.25 * heads * ows**2 if attention is explicit)
            + 64 * 3.25 * scale**2                       # pixel-shuffle reconstruction head
 
 ``heads`` is the largest ``num_heads`` entry and ``ows = ws + int(ws * overlap_ratio)``.
-The body term is the shifted-window attention mask that fused attention folds into one
-``(windows x heads, ws**2, ws**2)`` tensor (held twice: bias+mask and the kernel's copy) plus
-about a dozen ``embed_dim``-wide token tensors (residuals, LayerNorm, qkv, MLP, conv
-branch); explicit attention also holds the OCAB score matrices. The head holds the last
-upsampling convolution's input, output and pixel-shuffled copy at ``scale**2`` times the
-pixels. The coefficients were fitted to peak-RSS measurements of fp32 CPU runs (2-core
-machine, 128x128 inputs, embed_dim 24-180, heads 3-12, window 8/16, scale 1-4): the model
-is within -8 % / +40 % of them (over-estimates where the head dominates), and over-estimates
-HAT-S x4 at 256x256 by about 2x. Bytes per float: see :func:`bytes_per_float`.
+The body term is about sixteen ``embed_dim``-wide token tensors alive at once (residuals,
+LayerNorm, qkv, attention output, MLP, the conv branch) plus the shifted-window mask
+blocks; explicit attention also holds OCAB's score and probability matrices. The head holds
+the last upsampling convolution's input, output and pixel-shuffled copy at ``scale**2``
+times the pixels. The coefficients were fitted to peak-RSS measurements of fp32 CPU runs
+(2-core machine, 128x128 inputs, embed_dim 24-180, heads 3-12, window 8/16, scale 1-4, fused
+and explicit attention): the model lies within -5 % / +55 % of them, over-estimating most
+where the x3/x4 head dominates, and by about 2.3x for HAT-S x4 on a 256x256 input. Bytes
+per float: see :func:`bytes_per_float`.
 """
 from __future__ import annotations
 
@@ -42,24 +42,20 @@ def activation_floats_per_pixel(model: torch.nn.Module) -> float:
     ws = model.window_size
     ows = ws + int(ws * model.overlap_ratio)
     fused = all(getattr(m, 'fused_attn', True) for m in model.modules())
-    body = 2 * heads * ws ** 2 + 12 * model.embed_dim
+    body = 16 * model.embed_dim + heads * ws ** 2 / 4
     if not fused:
-        body += 1.5 * heads * ows ** 2
+        body += 2.25 * heads * ows ** 2
     head = _HEAD_FEATURES * 3.25 * model.upscale ** 2
     return body + head
 
 
-def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
-    """Average bytes per activation for a compute ``dtype`` on ``device``.
+def bytes_per_float(dtype: torch.dtype) -> float:
+    """Average bytes per activation for a compute ``dtype``: 4 in fp32, 3 under fp16/bf16 autocast.
 
-    4 in fp32. Under fp16/bf16 autocast on CUDA, 3 (most activations in 16 bits, LayerNorm and
-    softmax outputs in 32; an estimate: out-of-memory still halves the tile). Under bf16
-    autocast on CPU, 8: peak memory measured 2.2x that of fp32 (HAT-S x4, 256x256), as
-    autocast keeps converted copies next to the fp32 tensors.
+    Autocast keeps LayerNorm and softmax outputs in fp32; measured on CPU (bf16, HAT-S x4, 128
+    and 256 px) peak memory was 0.34-0.56x that of fp32, so 3 bytes is on the safe side.
     """
-    if dtype == torch.float32:
-        return 4.0
-    return 3.0 if device.type == 'cuda' else 8.0
+    return 4.0 if dtype == torch.float32 else 3.0
 
 
 def padded_side(side: int, window: int) -> int:
