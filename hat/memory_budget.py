@@ -49,13 +49,17 @@ def activation_floats_per_pixel(model: torch.nn.Module) -> float:
     return body + head
 
 
-def bytes_per_float(dtype: torch.dtype) -> float:
-    """Average bytes per activation for a compute ``dtype``: 4 in fp32, 3 under fp16/bf16 autocast.
+def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
+    """Average bytes per activation for a compute ``dtype`` on ``device``.
 
-    Autocast keeps LayerNorm and softmax outputs in fp32; measured on CPU (bf16, HAT-S x4, 128
-    and 256 px) peak memory was 0.34-0.56x that of fp32, so 3 bytes is on the safe side.
+    4 in fp32. 3 under fp16/bf16 autocast on CUDA (most activations in 16 bits, LayerNorm
+    and softmax outputs in 32; an estimate, and out-of-memory still halves the tile). 12 under
+    bf16 autocast on CPU: there, peak memory varied from 0.5x to 3.8x that of fp32 between
+    identical runs (HAT-S x4, 128 and 256 px; the allocator keeps converted copies around).
     """
-    return 4.0 if dtype == torch.float32 else 3.0
+    if dtype == torch.float32:
+        return 4.0
+    return 3.0 if device.type == 'cuda' else 12.0
 
 
 def padded_side(side: int, window: int) -> int:

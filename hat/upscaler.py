@@ -141,7 +141,7 @@ class Upscaler:
             if self.device.type == 'cpu':
                 # The blended output and its weights live on the host next to the tiles.
                 budget -= (self.in_chans + 1) * h * w * self.scale ** 2 * 4
-            float_bytes = bytes_per_float(self.dtype)
+            float_bytes = bytes_per_float(self.dtype, self.device)
             return largest_tile(self.model, h, w, self.tile_pad, budget, float_bytes, self.tta)
         return None if self.tile >= max(h, w) else int(self.tile)
 

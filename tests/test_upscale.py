@@ -202,11 +202,12 @@ def test_auto_tile_follows_the_memory_budget(noisy, monkeypatch):
 
 def test_memory_model_grows_with_pixels_and_picks_the_largest_fitting_tile(noisy):
     cpu = torch.device('cpu')
-    fp32 = memory_budget.bytes_per_float(torch.float32)
+    fp32 = memory_budget.bytes_per_float(torch.float32, cpu)
     small = memory_budget.tile_bytes(noisy, 64, 64, fp32)
     assert memory_budget.tile_bytes(noisy, 128, 128, fp32) == pytest.approx(4 * small)
     assert memory_budget.tile_bytes(noisy, 60, 60, fp32) == small  # padded to the window
-    assert memory_budget.tile_bytes(noisy, 64, 64, memory_budget.bytes_per_float(torch.bfloat16)) < small
+    assert memory_budget.bytes_per_float(torch.float16, torch.device('cuda')) < fp32
+    assert memory_budget.bytes_per_float(torch.bfloat16, cpu) > fp32
     budget = memory_budget.tile_bytes(noisy, 120, 120, fp32)
     assert memory_budget.largest_tile(noisy, 1000, 1000, 16, budget, fp32) == 120 - 2 * 16 - 2 * 8
     assert memory_budget.largest_tile(noisy, 100, 100, 16, budget, fp32) is None
