@@ -68,3 +68,21 @@ def test_other_errors_pass_through():
 def test_bad_tile_arguments(size, pad):
     with pytest.raises(ValueError, match='tile_size must be a positive|tile_pad must be >= 0'):
         tiled_forward(lambda t: t, torch.rand(1, 3, 10, 10), 1, size, pad)
+
+
+def test_tiles_start_on_the_window_grid():
+    # Encode each pixel's coordinates in its value, so the tiles handed to fn reveal their origin.
+    h, w = 70, 90
+    rows = torch.arange(h, dtype=torch.float32).view(h, 1).expand(h, w)
+    cols = torch.arange(w, dtype=torch.float32).view(1, w).expand(h, w)
+    x = torch.stack([rows, cols]).unsqueeze(0)
+    origins = []
+
+    def fn(tile):
+        origins.append((int(tile[0, 0, 0, 0]), int(tile[0, 1, 0, 0])))
+        return tile
+
+    out = tiled_forward(fn, x, 1, 25, 10, align=16)
+    assert torch.allclose(out, x)
+    assert len(origins) == count_tiles(h, w, 25)
+    assert all(y % 16 == 0 and x0 % 16 == 0 for y, x0 in origins), origins
