@@ -7,7 +7,7 @@ from hat.archs.hat_attention import kernel_head_dim, shifted_window_mask, shifte
 from tests.conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
 
 #: Head size 6 (padded to 8 on the fused path) and 8 (not padded); x3 exercises the other upsampler.
-ODD_HEADS_CONFIG = dict(TINY_CONFIG, embed_dim=30, num_heads=[5, 3], upscale=3)
+ODD_HEADS_CONFIG = dict(TINY_CONFIG, embed_dim=30, num_heads=[5, 3], upscale=3, drop_path_rate=0.0)
 
 
 @pytest.mark.parametrize('h,w,ws', [(16, 24, 8), (8, 8, 8), (32, 16, 16), (12, 18, 6), (8, 32, 8)])

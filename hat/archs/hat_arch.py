@@ -281,15 +281,27 @@ class HAT(nn.Module):
         """Super-resolve ``(b, in_chans, h, w)`` in [0, 1] to ``(b, in_chans, h*upscale, w*upscale)``."""
         self.check_input(x)
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.window_size)
+        return self._crop_output(self.forward_padded(self._pad_input(x)), h, w)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on an input whose sides are multiples of ``window_size``; output not cropped."""
         mean = self.mean.to(x.dtype).view(1, -1, 1, 1)
         x = (x - mean) * self.img_range
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x
         x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        x = x / self.img_range + mean
+        return x / self.img_range + mean
+
+    # Checking, padding and cropping run eagerly under torch.compile: the compiled graph then
+    # sees plain (padded) sizes, which keeps dynamic-shape tracing fast and its guards few.
+    @torch.compiler.disable
+    def _pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        return pad_to_multiple(x, self.window_size)
+
+    @torch.compiler.disable
+    def _crop_output(self, out: torch.Tensor, h: int, w: int) -> torch.Tensor:
         # The convs run channels-last; hand back the usual contiguous NCHW layout.
-        return x[..., :h * self.upscale, :w * self.upscale].contiguous()
+        return out[..., :h * self.upscale, :w * self.upscale].contiguous()
 
 
 def _check_config(in_chans, embed_dim, depths, num_heads, window_size, compress_ratio, squeeze_factor,

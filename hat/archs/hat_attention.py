@@ -229,7 +229,7 @@ class WindowAttention(nn.Module):
             for c0, c1, last_col in window_bands(nw, shifted):
                 # (3, b, rows, cols, heads, ws, ws, d) -> q, k, v: (windows, heads, ws*ws, kernel_d)
                 block = pad_heads(qkv[:, r0:r1, :, c0:c1].permute(5, 0, 1, 3, 6, 2, 4, 7), kernel_d)
-                q, k, v = block.view(3, -1, heads, ws * ws, kernel_d).unbind(0)
+                q, k, v = block.view(3, b * (r1 - r0) * (c1 - c0), heads, ws * ws, kernel_d).unbind(0)
                 kind = 2 * last_row + last_col
                 block_bias = bias if kind == 0 else bias + masks[kind - 1]
                 out = attend(q, k, v, block_bias.unsqueeze(0), self.scale, dropout_p, self.fused_attn)
@@ -272,11 +272,11 @@ class OverlapCrossAttention(nn.Module):
         nh, nw = h // ws, w // ws
         qkv = qkv.view(b, h, w, 3, heads, d)
         q = qkv[:, :, :, 0].view(b, nh, ws, nw, ws, heads, d).permute(0, 1, 3, 5, 2, 4, 6)
-        q = pad_heads(q, kernel_d).view(-1, heads, ws * ws, kernel_d)
+        q = pad_heads(q, kernel_d).view(b * nh * nw, heads, ws * ws, kernel_d)
         pad = (ows - ws) // 2
         kv = F.pad(qkv[:, :, :, 1:], (0, kernel_d - d, 0, 0, 0, 0, pad, pad, pad, pad))
         kv = kv.unfold(1, ows, ws).unfold(2, ows, ws)  # (b, nh, nw, 2, heads, kernel_d, ows, ows)
-        k, v = kv.permute(3, 0, 1, 2, 4, 6, 7, 5).reshape(2, -1, heads, ows * ows, kernel_d).unbind(0)
+        k, v = kv.permute(3, 0, 1, 2, 4, 6, 7, 5).reshape(2, b * nh * nw, heads, ows * ows, kernel_d).unbind(0)
         bias = gather_bias(table, rpi).unsqueeze(0)
         out = attend(q, k, v, bias, self.scale, 0.0, self.fused_attn)
         out = out[..., :d].view(b, nh, nw, heads, ws, ws, d)
