@@ -1,17 +1,36 @@
 """Workarounds for basicsr 1.4.2 on today's PyTorch stack, applied from our side.
 
-basicsr 1.4.2 (the last PyPI release) predates several torch/torchvision changes. Rather
-than editing site-packages or vendoring BasicSR, this module patches the few places that
-break, and nothing else. It must run before ``basicsr`` is first imported, which
-``import hat`` guarantees (``hat/__init__.py`` imports it first).
+basicsr 1.4.2 (the last PyPI release) predates several torch/torchvision changes and was
+written for GPUs only. Rather than editing site-packages or vendoring BasicSR, this module
+replaces the few functions that break, and nothing else. It must run before ``basicsr``
+is first imported, which ``import hat`` guarantees (``hat/__init__.py`` imports it first).
 
 Patches:
 - ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17, but
   ``basicsr/data/degradations.py`` imports ``rgb_to_grayscale`` from it. We register a
   module of that name that re-exports the public function.
+- Option parsing (``basicsr.train``/``basicsr.test``): accepts ``--local-rank`` (what
+  ``torch.distributed.launch`` passes) besides ``--local_rank``, and hands the option
+  file's ``dist_params`` and ``num_gpu`` to the distributed start-up below.
+- Distributed start-up (``init_dist``): basicsr calls ``torch.cuda.set_device`` and
+  hard-codes NCCL. Ours uses ``dist_params.backend`` (NCCL by default) and the
+  ``LOCAL_RANK`` GPU when the run uses GPUs, gloo on CPU (``num_gpu: 0`` or no CUDA).
+- Resume (``basicsr.train.load_resume_state``): basicsr calls
+  ``torch.cuda.current_device()`` (fails on CPU), looks for states relative to the
+  working directory instead of the experiment folder, takes the newest state even if it is
+  truncated, and loads it with pickle. Ours loads with ``weights_only=True`` onto the CPU
+  and, with ``--auto_resume``, takes the newest state whose files all load.
 """
+from __future__ import annotations
+
+import os
+import re
 import sys
 import types
+from typing import Any, Optional
+
+#: What the option file asks of ``torch.distributed``, read before basicsr starts it.
+_DIST_REQUEST: dict[str, Any] = {'dist_params': {}, 'num_gpu': 'auto'}
 
 
 def install_functional_tensor_shim() -> None:
@@ -32,6 +51,146 @@ def install_functional_tensor_shim() -> None:
     sys.modules[name] = shim
 
 
+def normalise_local_rank(argv: list[str]) -> list[str]:
+    """Spell ``--local-rank`` (torch.distributed.launch) the way basicsr's parser knows it."""
+    return [re.sub(r'^--local-rank(?==|$)', '--local_rank', arg) for arg in argv]
+
+
+def _option_file(argv: list[str]) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg == '-opt' and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith('-opt='):
+            return arg[len('-opt='):]
+    return None
+
+
+def _wrap_parse_options(original):
+    def parse_options(root_path, is_train=True):
+        import yaml
+
+        sys.argv[:] = normalise_local_rank(sys.argv)
+        path = _option_file(sys.argv)
+        if path and os.path.isfile(path):
+            with open(path, encoding='utf-8') as f:
+                raw = yaml.safe_load(f) or {}
+            _DIST_REQUEST.update(dist_params=dict(raw.get('dist_params') or {}), num_gpu=raw.get('num_gpu', 'auto'))
+        return original(root_path, is_train)
+
+    parse_options.__doc__ = original.__doc__
+    return parse_options
+
+
+def _export_slurm_env(port: Optional[int]) -> None:
+    """Translate SLURM's variables into the ones ``init_process_group`` reads."""
+    import subprocess
+
+    env = os.environ
+    env['RANK'] = env['SLURM_PROCID']
+    env['WORLD_SIZE'] = env['SLURM_NTASKS']
+    env.setdefault('LOCAL_RANK', env.get('SLURM_LOCALID', '0'))
+    if port is not None:
+        env['MASTER_PORT'] = str(port)
+    env.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in env:
+        nodes = env['SLURM_NODELIST']
+        hosts = subprocess.run(['scontrol', 'show', 'hostnames', nodes], capture_output=True, text=True).stdout
+        env['MASTER_ADDR'] = hosts.split()[0] if hosts.strip() else nodes.split(',')[0]
+
+
+def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> None:
+    """Start ``torch.distributed`` for torchrun (``pytorch``) or ``slurm``: NCCL on GPUs, gloo on CPU."""
+    import torch
+    import torch.distributed as dist
+
+    params = {**_DIST_REQUEST['dist_params'], **kwargs}
+    backend = backend or params.pop('backend', None)
+    port = params.pop('port', None)
+    if launcher == 'slurm':
+        _export_slurm_env(port)
+    elif launcher != 'pytorch':
+        raise ValueError(f'unknown launcher {launcher!r}; use none, pytorch (torchrun) or slurm')
+    missing = [v for v in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if v not in os.environ]
+    if missing:
+        raise RuntimeError(f'--launcher {launcher} needs the environment variables {missing}; start the run with '
+                           '`torchrun --nproc_per_node=N hat/train.py -opt ... --launcher pytorch`')
+    use_gpu = torch.cuda.is_available() and _DIST_REQUEST['num_gpu'] != 0
+    if use_gpu:
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+        backend = backend or 'nccl'
+    elif backend in (None, 'nccl'):
+        backend = 'gloo'
+    dist.init_process_group(backend=backend, **params)
+    device = f'cuda:{torch.cuda.current_device()}' if use_gpu else 'cpu'
+    print(f'[hat] distributed rank {dist.get_rank()} of {dist.get_world_size()}: backend {backend}, {device}',
+          flush=True)
+
+
+def _loads(path: str) -> Any:
+    """``torch.load`` with ``weights_only=True`` onto the CPU; ``None`` if the file is missing or unreadable."""
+    import torch
+
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:
+        return None
+
+
+def newest_valid_state(opt: dict) -> Optional[str]:
+    """The newest ``<iter>.state`` of this experiment that loads and whose network files load too."""
+    states_dir, models_dir = opt['path']['training_states'], opt['path']['models']
+    if not os.path.isdir(states_dir):
+        return None
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    labels = [key[len('network_'):] for key in opt if key.startswith('network_') and key not in ignored]
+    iters = sorted((int(name[:-len('.state')]) for name in os.listdir(states_dir)
+                    if re.fullmatch(r'\d+\.state', name)), reverse=True)
+    for it in iters:
+        path = os.path.join(states_dir, f'{it}.state')
+        state = _loads(path)
+        networks = [os.path.join(models_dir, f'net_{label}_{it}.pth') for label in labels]
+        if isinstance(state, dict) and state.get('iter') == it and all(_loads(p) is not None for p in networks):
+            return path
+        print(f'[hat] skipping training state {path}: it or its network files do not load', file=sys.stderr)
+    return None
+
+
+def load_resume_state(opt: dict) -> Optional[dict]:
+    """basicsr.train.load_resume_state for CPU and GPU, with weights_only loading and a validity check."""
+    from basicsr.utils.misc import check_resume
+
+    if opt['auto_resume']:
+        path = newest_valid_state(opt)
+        if path is not None:
+            opt['path']['resume_state'] = path
+    path = opt['path'].get('resume_state')
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'path: resume_state {path!r} does not exist; fix it or use --auto_resume')
+    state = _loads(path)
+    if not isinstance(state, dict) or 'iter' not in state:
+        raise ValueError(f'training state {path!r} does not load (truncated or not a BasicSR .state file); '
+                         'pick an older one or use --auto_resume, which skips broken states')
+    check_resume(opt, state['iter'])
+    return state
+
+
+def patch_basicsr() -> None:
+    """Install the option-parsing, distributed and resume replacements into basicsr's modules."""
+    import basicsr.test
+    import basicsr.train
+    import basicsr.utils.options
+
+    basicsr.utils.options.init_dist = init_dist
+    for module in (basicsr.train, basicsr.test):
+        if not getattr(module.parse_options, '_hat_patched', False):
+            module.parse_options = _wrap_parse_options(module.parse_options)
+            module.parse_options._hat_patched = True
+    basicsr.train.load_resume_state = load_resume_state
+
+
 def apply() -> None:
     """Apply every workaround; safe to call more than once."""
     install_functional_tensor_shim()
+    patch_basicsr()

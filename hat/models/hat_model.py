@@ -1,10 +1,25 @@
-"""HATModel: BasicSR's SRModel with HAT's test-time behaviour (any size, optional tiles)."""
+"""HATModel: BasicSR's SRModel with HAT's test-time behaviour (any size, optional tiles) and safe checkpoints.
+
+Over SRModel it adds: inference on any image size (the arch pads) or tile by tile
+(option ``tile: {tile_size, tile_pad}``); distributed training on CPU (gloo); networks and
+training states written atomically (temp file, fsync, rename), so a run killed at any
+moment never leaves a truncated checkpoint; and weights read with ``weights_only=True``,
+with clear errors for a missing file or one that holds another variant.
+"""
 from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Optional, Union
 
 import torch
 from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
+from torch.nn.parallel import DistributedDataParallel
 
+from hat.archs.hat_arch import HAT
 from hat.tiling import tiled_forward
 
 
@@ -14,6 +29,32 @@ def super_resolve(net: torch.nn.Module, lq: torch.Tensor, scale: int, tile_opt: 
         return net(lq)
     align = getattr(net, 'window_size', 1)
     return tiled_forward(net, lq, scale, int(tile_opt['tile_size']), int(tile_opt.get('tile_pad', 32)), align)
+
+
+def atomic_torch_save(obj: Any, path: Union[str, os.PathLike]) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``: all or nothing."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key.removeprefix('module.'): value.cpu() for key, value in net.state_dict().items()}
 
 
 @MODEL_REGISTRY.register()
@@ -27,3 +68,55 @@ class HATModel(SRModel):
         with torch.no_grad():
             self.output = super_resolve(net, self.lq, self.opt['scale'], self.opt.get('tile'))
         net.train(was_training)
+
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        """As SRModel, but distributed runs on CPU wrap the network without CUDA device ids."""
+        if self.opt['dist'] and self.device.type == 'cpu':
+            return DistributedDataParallel(net.to(self.device), find_unused_parameters=self.opt.get(
+                'find_unused_parameters', False))
+        return super().model_to_device(net)
+
+    def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
+                     param_key: Optional[str] = 'params') -> None:
+        """Load ``param_key`` (falling back like BasicSR: params_ema -> params) with ``weights_only=True``."""
+        from hat.checkpoint import CheckpointError, load_weights, read_state_dict
+
+        if not os.path.isfile(load_path):
+            raise FileNotFoundError(f'pretrained network {load_path!r} (path: pretrain_network_g) does not exist; '
+                                    'fix the path or remove the option to train from scratch')
+        try:
+            state_dict = read_state_dict(load_path, param_key)
+        except CheckpointError:
+            state_dict = read_state_dict(load_path)
+            param_key = None
+        net = self.get_bare_model(net)
+        get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{param_key or "auto"}].')
+        try:
+            if strict and isinstance(net, HAT):
+                load_weights(net, state_dict)
+            else:
+                self._print_different_keys_loading(net, state_dict, strict)
+                net.load_state_dict(state_dict, strict=strict)
+        except (CheckpointError, RuntimeError) as error:
+            raise CheckpointError(f'{load_path!r} does not fit network_g: {error}') from error
+
+    @master_only
+    def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
+        """Write ``models/<label>_<iter>.pth`` (``latest`` for -1) atomically."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'{len(nets)} networks but {len(keys)} param keys')
+        name = 'latest' if current_iter == -1 else current_iter
+        save_dict = {key: _cpu_state_dict(self.get_bare_model(n)) for n, key in zip(nets, keys)}
+        atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{name}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """Write ``training_states/<iter>.state`` (optimizers, schedulers) atomically; nothing for -1."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter,
+                 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
