@@ -1,0 +1,115 @@
+"""Checks of an option file's datasets and pretrained paths, run before BasicSR creates the experiment folder.
+
+BasicSR fails on bad data with bare asserts deep inside a data-loader worker, or only at
+the first validation, after it has already archived the previous experiment folder. These
+checks fail first, naming the dataset, the problem and the fix.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from PIL import Image
+
+from hat.data.image_lists import list_image_folder, read_lmdb_meta, read_meta_info
+
+#: Dataset types that read HR images only and make their LR themselves.
+HR_ONLY_TYPES = ('HROnlyDataset', 'ImageNetPairedDataset')
+
+#: How many offending files an error message names.
+SHOWN = 5
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """(height, width) from the file header."""
+    try:
+        with Image.open(path) as image:
+            w, h = image.size
+    except OSError as error:
+        raise OSError(f'cannot read image {path!r}: {error}') from error
+    return h, w
+
+
+def _pair_names(ds: dict, name: str) -> tuple[list[str], list[str]]:
+    """Relative HR names and the LR names that must match them (``filename_tmpl`` applied)."""
+    tmpl = ds.get('filename_tmpl', '{}')
+    gt_dir, lq_dir = ds['dataroot_gt'], ds['dataroot_lq']
+    if ds.get('meta_info_file'):
+        gt_names = read_meta_info(ds['meta_info_file'], f'{name} meta_info_file')
+        lq_names = [tmpl.format(os.path.splitext(n)[0]) + os.path.splitext(n)[1] for n in gt_names]
+        for folder, names, key in ((gt_dir, gt_names, 'dataroot_gt'), (lq_dir, lq_names, 'dataroot_lq')):
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f'{name} {key}: folder {folder!r} does not exist')
+            missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+            if missing:
+                raise FileNotFoundError(f'{name}: {len(missing)} images listed in {ds["meta_info_file"]!r} are not in '
+                                        f'{key} {folder!r}, e.g. {missing[:SHOWN]}')
+        return gt_names, lq_names
+    gt_names = list_image_folder(gt_dir, f'{name} dataroot_gt', recursive=False)
+    lq_found = set(list_image_folder(lq_dir, f'{name} dataroot_lq', recursive=False))
+    if len(gt_names) != len(lq_found):
+        raise ValueError(f'{name}: dataroot_gt {gt_dir!r} has {len(gt_names)} images but dataroot_lq {lq_dir!r} has '
+                         f'{len(lq_found)}; every HR image needs exactly one LR image')
+    lq_names = [tmpl.format(os.path.splitext(n)[0]) + os.path.splitext(n)[1] for n in gt_names]
+    unmatched = [(g, q) for g, q in zip(gt_names, lq_names) if q not in lq_found]
+    if unmatched:
+        raise ValueError(f'{name}: {len(unmatched)} HR images have no LR image of the expected name in {lq_dir!r} '
+                         f'(filename_tmpl {tmpl!r}), e.g. ' + ', '.join(f'{g} -> {q}' for g, q in unmatched[:SHOWN]))
+    return gt_names, lq_names
+
+
+def _check_sizes(pairs: list[tuple[str, Optional[tuple], Optional[tuple]]], scale: int, name: str) -> None:
+    """Every HR (h, w) must be exactly ``scale`` times its LR (h, w)."""
+    wrong = [f'{key}: HR {gt[0]}x{gt[1]} vs LR {lq[0]}x{lq[1]}' for key, gt, lq in pairs
+             if gt and lq and (gt[0], gt[1]) != (lq[0] * scale, lq[1] * scale)]
+    if wrong:
+        raise ValueError(f'{name}: {len(wrong)} LR images are not exactly HR size / {scale}, e.g. {wrong[:SHOWN]}. '
+                         f'Crop HR images to a multiple of {scale} before making LR (BasicSR\'s GTmod12 folders) '
+                         'or fix the scale')
+
+
+def check_paired_dataset(ds: dict, name: str) -> None:
+    """HR/LR folders, meta_info or LMDBs exist, hold the same names, and LR is exactly HR / scale."""
+    scale = int(ds['scale'])
+    if ds['io_backend']['type'] == 'lmdb':
+        gt_meta = read_lmdb_meta(ds['dataroot_gt'], f'{name} dataroot_gt')
+        lq_meta = read_lmdb_meta(ds['dataroot_lq'], f'{name} dataroot_lq')
+        if set(gt_meta) != set(lq_meta):
+            only = sorted(set(gt_meta) ^ set(lq_meta))
+            raise ValueError(f'{name}: the HR and LR LMDBs hold different keys ({len(gt_meta)} vs {len(lq_meta)} '
+                             f'images), e.g. {only[:SHOWN]}; build both with the same make_lmdb run')
+        _check_sizes([(k, gt_meta[k], lq_meta[k]) for k in gt_meta], scale, name)
+        return
+    gt_names, lq_names = _pair_names(ds, name)
+    _check_sizes([(g, _image_size(os.path.join(ds['dataroot_gt'], g)), _image_size(os.path.join(ds['dataroot_lq'], q)))
+                  for g, q in zip(gt_names, lq_names)], scale, name)
+
+
+def check_dataset(ds: dict, name: str, dataset_class: Optional[type] = None) -> None:
+    """Check one dataset section (after BasicSR filled in ``phase`` and ``scale``)."""
+    scale = ds.get('scale')
+    if ds.get('phase') == 'train' and ds.get('gt_size') and scale and int(ds['gt_size']) % int(scale):
+        raise ValueError(f'{name}: gt_size {ds["gt_size"]} is not a multiple of scale {scale}')
+    if ds.get('type') in HR_ONLY_TYPES and dataset_class is not None:
+        dataset_class(dict(ds))
+    elif ds.get('dataroot_gt') and ds.get('dataroot_lq') and scale:
+        check_paired_dataset(ds, name)
+    else:
+        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+            if ds.get(key) and not os.path.exists(ds[key]):
+                raise FileNotFoundError(f'{name} {key}: {ds[key]!r} does not exist')
+
+
+def check_options(opt: dict) -> None:
+    """Check every dataset section and, unless resuming, every ``pretrain_network_*`` path."""
+    from basicsr.utils.registry import DATASET_REGISTRY
+
+    for phase, ds in opt.get('datasets', {}).items():
+        cls = DATASET_REGISTRY.get(ds['type']) if ds.get('type') in HR_ONLY_TYPES else None
+        check_dataset(ds, f'datasets: {phase} ({ds.get("name", "unnamed")})', cls)
+    if opt.get('auto_resume') or opt['path'].get('resume_state'):
+        return
+    for key, value in opt['path'].items():
+        if key.startswith('pretrain_network') and value and not os.path.isfile(value):
+            raise FileNotFoundError(f'path: {key} {value!r} does not exist; fix the path (train the stage it comes '
+                                    'from first) or remove the option to train from scratch')
