@@ -1,0 +1,1 @@
+"""Command-line tools for preparing training data (run them with ``python -m hat.scripts.<name>``)."""

@@ -1,0 +1,73 @@
+"""Write a BasicSR meta_info file listing the images of HR folders, one relative path a line.
+
+    python -m hat.scripts.make_meta_info --input datasets/DF2K/DF2K_HR_sub --meta-info datasets/DF2K/meta_info.txt
+
+Datasets then read ``dataroot_gt`` + each line (``meta_info_file`` option), which saves
+scanning large folders (ImageNet) at every start. ``--root`` makes paths relative to a
+common folder when listing several inputs; ``--min-size`` leaves out images whose shorter
+side is smaller (e.g. smaller than ``gt_size``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from PIL import Image
+from tqdm import tqdm
+
+from hat.data.image_lists import list_image_folder
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, fsync, then rename it into place."""
+    tmp = f'{path}.partial'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def shorter_side(path: str) -> int:
+    """The shorter side of an image, from its header."""
+    with Image.open(path) as image:
+        return min(image.size)
+
+
+def collect(inputs: Sequence[str], roots: Sequence[str], min_size: int = 0) -> list[str]:
+    """Image paths under each input, relative to its root, sorted per input; small ones left out."""
+    lines = []
+    for folder, root in zip(inputs, roots):
+        names = list_image_folder(folder, f'--input {folder}')
+        paths = [os.path.join(folder, n) for n in names]
+        if min_size:
+            paths = [p for p in tqdm(paths, desc=f'sizes in {folder}', unit='image') if shorter_side(p) >= min_size]
+        lines += [os.path.relpath(p, root).replace(os.sep, '/') for p in paths]
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--input', nargs='+', required=True, help='HR image folder(s), scanned recursively')
+    parser.add_argument('--root', nargs='+', help='folder each input is listed relative to (default: the input)')
+    parser.add_argument('--meta-info', required=True, help='meta_info file to write')
+    parser.add_argument('--min-size', type=int, default=0, help='leave out images with a shorter side below this')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing meta_info file')
+    args = parser.parse_args(argv)
+    roots = args.root or args.input
+    if len(roots) != len(args.input):
+        parser.error(f'give one --root per --input ({len(args.input)} inputs, {len(roots)} roots)')
+    if os.path.exists(args.meta_info) and not args.overwrite:
+        parser.error(f'{args.meta_info} exists; pass --overwrite to replace it')
+    lines = collect(args.input, roots, args.min_size)
+    if not lines:
+        parser.error(f'no image has a shorter side of at least {args.min_size} pixels')
+    os.makedirs(os.path.dirname(os.path.abspath(args.meta_info)), exist_ok=True)
+    atomic_write_text(args.meta_info, ''.join(f'{line}\n' for line in lines))
+    print(f'wrote {len(lines)} images to {args.meta_info}', file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()
