@@ -21,7 +21,7 @@ from hat.archs.hat_attention import (
     relative_position_index_sa,
     shifted_window_masks,
 )
-from hat.archs.hat_blocks import RHAG, AttentionInputs, PatchEmbed, Upsample, is_supported_scale
+from hat.archs.hat_blocks import RHAG, AttentionInputs, PatchEmbed, Upsample, is_supported_scale, stream_layer_norm
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -264,6 +264,7 @@ class HAT(nn.Module):
             rpi_sa=self.relative_position_index_SA,
             rpi_oca=self.relative_position_index_OCA,
             shift_masks=self.shift_mask(h, w, x.device, x.dtype),
+            compute_dtype=x.dtype,
         )
         x = self.patch_embed(x)
         if self.ape:
@@ -274,7 +275,7 @@ class HAT(nn.Module):
         x = self.pos_drop(x)
         for layer in self.layers:
             x = layer(x, (h, w), inputs)
-        x = self.norm(x)
+        x = stream_layer_norm(self.norm, x, inputs.compute_dtype)
         return x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import math
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils import checkpoint
 
@@ -18,12 +19,42 @@ from hat.archs.hat_attention import OverlapCrossAttention, WindowAttention
 
 
 class AttentionInputs(NamedTuple):
-    """Per-forward tensors shared by every block: indices into the bias tables and the
-    shifted-window masks (``hat_attention.shifted_window_masks``)."""
+    """Per-forward values shared by every block: indices into the bias tables, the
+    shifted-window masks (``hat_attention.shifted_window_masks``) and the dtype the
+    branches compute in (the residual stream may be wider: see :func:`stream_dtype`)."""
 
     rpi_sa: torch.Tensor
     rpi_oca: torch.Tensor
     shift_masks: torch.Tensor
+    compute_dtype: torch.dtype
+
+
+# Half precision: the residual stream adds up the output of every block and can outgrow
+# float16 (max 65504) in trained networks, so it is kept in float32 together with the ops
+# that read it unnormalised (LayerNorm, the 3x3 conv closing each RHAG); the branches
+# (attention, MLP, CAB) run in half precision on normalised inputs. For float32/float64
+# every cast below is a no-op.
+def stream_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the residual stream for branches computing in ``dtype``: at least float32."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    return None if t is None else t.to(dtype)
+
+
+def stream_layer_norm(norm: nn.LayerNorm, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """``norm(x)`` computed in ``x``'s precision (autocast off), handed on as ``out_dtype``."""
+    with torch.autocast(x.device.type, enabled=False):
+        y = F.layer_norm(x, norm.normalized_shape, _cast(norm.weight, x.dtype), _cast(norm.bias, x.dtype), norm.eps)
+    return y.to(out_dtype)
+
+
+def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` computed in ``x``'s precision (autocast off)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.conv2d(x, conv.weight.to(x.dtype), _cast(conv.bias, x.dtype), conv.stride, conv.padding,
+                        conv.dilation, conv.groups)
 
 
 class DropPath(nn.Module):
@@ -57,8 +88,16 @@ class ChannelAttention(nn.Module):
             nn.Sigmoid(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.attention(x)
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """Gate ``x``; if ``x`` holds ``scale`` times the features, the gate is computed from the
+        unscaled ones. The tiny squeeze path runs in at least float32 (autocast off)."""
+        pool, squeeze, _, expand, _ = self.attention
+        acc = stream_dtype(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            z = pool(x).to(acc) / scale
+            z = F.relu(F.conv2d(z, squeeze.weight.to(acc), _cast(squeeze.bias, acc)))
+            gate = torch.sigmoid(F.conv2d(z, expand.weight.to(acc), _cast(expand.bias, acc)))
+        return x * gate.to(x.dtype)
 
 
 class CAB(nn.Module):
@@ -73,8 +112,14 @@ class CAB(nn.Module):
             ChannelAttention(num_feat, squeeze_factor),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cab(x)
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """``scale * cab(x)``. The scale is applied before the expanding conv, so its large
+        unscaled output (HAT weights it by ``conv_scale=0.01``) never exists in half precision."""
+        compress, act, expand, attention = self.cab
+        y = act(compress(x)) * scale
+        y = F.conv2d(y, expand.weight, None if expand.bias is None else expand.bias * scale, expand.stride,
+                     expand.padding)
+        return attention(y, scale)
 
 
 class Mlp(nn.Module):
@@ -131,9 +176,9 @@ class HAB(nn.Module):
         b, _, c = x.shape
         shift = self.shift_size
         shortcut = x
-        x = self.norm1(x).view(b, h, w, c)
+        x = stream_layer_norm(self.norm1, x, inputs.compute_dtype).view(b, h, w, c)
 
-        conv_x = self.conv_block(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        conv_x = self.conv_block(x.permute(0, 3, 1, 2), self.conv_scale).permute(0, 2, 3, 1).reshape(b, h * w, c)
 
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
@@ -141,8 +186,8 @@ class HAB(nn.Module):
         if shift:
             attn_x = torch.roll(attn_x, shifts=(shift, shift), dims=(1, 2))
 
-        x = shortcut + self.drop_path(attn_x.reshape(b, h * w, c)) + conv_x * self.conv_scale
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = shortcut + self.drop_path(attn_x.reshape(b, h * w, c)) + conv_x
+        return x + self.drop_path(self.mlp(stream_layer_norm(self.norm2, x, inputs.compute_dtype)))
 
 
 class OCAB(nn.Module):
@@ -173,13 +218,15 @@ class OCAB(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor, x_size: tuple[int, int], rpi: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], rpi: torch.Tensor,
+                compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         h, w = x_size
         b, _, c = x.shape
-        qkv = self.qkv(self.norm1(x)).view(b, h, w, 3 * c)
+        dtype = compute_dtype or x.dtype
+        qkv = self.qkv(stream_layer_norm(self.norm1, x, dtype)).view(b, h, w, 3 * c)
         attn_x = self.attention(qkv, self.relative_position_bias_table, rpi)
         x = self.proj(attn_x.reshape(b, h * w, c)) + x
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(stream_layer_norm(self.norm2, x, dtype))
 
 
 class AttenBlocks(nn.Module):
@@ -233,8 +280,9 @@ class AttenBlocks(nn.Module):
             else:
                 x = blk(x, x_size, inputs)
         if checkpointing:
-            return checkpoint.checkpoint(self.overlap_attn, x, x_size, inputs.rpi_oca, use_reentrant=False)
-        return self.overlap_attn(x, x_size, inputs.rpi_oca)
+            return checkpoint.checkpoint(self.overlap_attn, x, x_size, inputs.rpi_oca, inputs.compute_dtype,
+                                         use_reentrant=False)
+        return self.overlap_attn(x, x_size, inputs.rpi_oca, inputs.compute_dtype)
 
 
 class RHAG(nn.Module):
@@ -249,8 +297,9 @@ class RHAG(nn.Module):
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int], inputs: AttentionInputs) -> torch.Tensor:
         b, _, c = x.shape
-        y = self.residual_group(x, x_size, inputs)
-        y = self.conv(y.transpose(1, 2).reshape(b, c, *x_size))
+        y = self.residual_group(x, x_size, inputs).transpose(1, 2).reshape(b, c, *x_size)
+        if isinstance(self.conv, nn.Conv2d):  # reads the residual stream: stream precision
+            y = stream_conv(self.conv, y)
         return y.flatten(2).transpose(1, 2) + x
 
 
@@ -265,8 +314,9 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim) if norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(2).transpose(1, 2)
-        return self.norm(x) if self.norm is not None else x
+        """Tokens in the residual stream's precision (:func:`stream_dtype`)."""
+        x = x.flatten(2).transpose(1, 2).to(stream_dtype(x.dtype))
+        return stream_layer_norm(self.norm, x, x.dtype) if self.norm is not None else x
 
 
 def is_supported_scale(scale: int) -> bool:
