@@ -96,3 +96,11 @@ def test_hr_only_dataset_is_checked_by_building_it(tmp_path):
                'io_backend': {'type': 'disk'}, 'scale': 2, 'phase': 'train', 'gt_size': 32}
     with pytest.raises(FileNotFoundError, match='nowhere'):
         check_options({'datasets': {'train': dataset}, 'path': {}, 'auto_resume': False})
+
+
+def test_training_set_too_small_for_one_batch_per_process(pairs):
+    opt = paired_options(*pairs, batch_size_per_gpu=2)
+    opt['world_size'] = 2
+    with pytest.raises(ValueError, match='give 2 per process, fewer than batch_size_per_gpu 4.*dataset_enlarge_ratio'):
+        check_options({**opt, 'datasets': {'train': {**opt['datasets']['train'], 'batch_size_per_gpu': 4}}})
+    check_options(opt)

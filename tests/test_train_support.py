@@ -47,7 +47,7 @@ def tiny_options(name: str, train_dir: Path, val_dir: Optional[Path], scale: int
         datasets=dict(train=dict(name='photos', type='HROnlyDataset', dataroot_gt=str(train_dir),
                                  io_backend=dict(type='disk'), gt_size=gt_size, use_hflip=True, use_rot=True,
                                  use_shuffle=True, num_worker_per_gpu=0, batch_size_per_gpu=2,
-                                 dataset_enlarge_ratio=1, prefetch_mode=None)),
+                                 dataset_enlarge_ratio=10, prefetch_mode=None)),
         network_g={**TINY_NETWORK, 'upscale': scale, 'img_size': gt_size // scale},
         path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
         train=dict(ema_decay=0.999, optim_g=dict(type='Adam', lr=1e-3, weight_decay=0, betas=[0.9, 0.99]),

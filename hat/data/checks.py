@@ -6,6 +6,7 @@ checks fail first, naming the dataset, the problem and the fix.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
@@ -68,8 +69,8 @@ def _check_sizes(pairs: list[tuple[str, Optional[tuple], Optional[tuple]]], scal
                          'or fix the scale')
 
 
-def check_paired_dataset(ds: dict, name: str) -> None:
-    """HR/LR folders, meta_info or LMDBs exist, hold the same names, and LR is exactly HR / scale."""
+def check_paired_dataset(ds: dict, name: str) -> int:
+    """HR/LR folders, meta_info or LMDBs exist, hold the same names, and LR is exactly HR / scale; returns the count."""
     scale = int(ds['scale'])
     if ds['io_backend']['type'] == 'lmdb':
         gt_meta = read_lmdb_meta(ds['dataroot_gt'], f'{name} dataroot_gt')
@@ -79,25 +80,36 @@ def check_paired_dataset(ds: dict, name: str) -> None:
             raise ValueError(f'{name}: the HR and LR LMDBs hold different keys ({len(gt_meta)} vs {len(lq_meta)} '
                              f'images), e.g. {only[:SHOWN]}; build both with the same make_lmdb run')
         _check_sizes([(k, gt_meta[k], lq_meta[k]) for k in gt_meta], scale, name)
-        return
+        return len(gt_meta)
     gt_names, lq_names = _pair_names(ds, name)
     _check_sizes([(g, _image_size(os.path.join(ds['dataroot_gt'], g)), _image_size(os.path.join(ds['dataroot_lq'], q)))
                   for g, q in zip(gt_names, lq_names)], scale, name)
+    return len(gt_names)
 
 
-def check_dataset(ds: dict, name: str, dataset_class: Optional[type] = None) -> None:
-    """Check one dataset section (after BasicSR filled in ``phase`` and ``scale``)."""
+def check_dataset(ds: dict, name: str, dataset_class: Optional[type] = None) -> Optional[int]:
+    """Check one dataset section (after BasicSR filled in ``phase`` and ``scale``); returns its size if known."""
     scale = ds.get('scale')
     if ds.get('phase') == 'train' and ds.get('gt_size') and scale and int(ds['gt_size']) % int(scale):
         raise ValueError(f'{name}: gt_size {ds["gt_size"]} is not a multiple of scale {scale}')
     if ds.get('type') in HR_ONLY_TYPES and dataset_class is not None:
-        dataset_class(dict(ds))
-    elif ds.get('dataroot_gt') and ds.get('dataroot_lq') and scale:
-        check_paired_dataset(ds, name)
-    else:
-        for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
-            if ds.get(key) and not os.path.exists(ds[key]):
-                raise FileNotFoundError(f'{name} {key}: {ds[key]!r} does not exist')
+        return len(dataset_class(dict(ds)))
+    if ds.get('dataroot_gt') and ds.get('dataroot_lq') and scale:
+        return check_paired_dataset(ds, name)
+    for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
+        if ds.get(key) and not os.path.exists(ds[key]):
+            raise FileNotFoundError(f'{name} {key}: {ds[key]!r} does not exist')
+    return None
+
+
+def check_batches(ds: dict, name: str, size: int, world_size: int) -> None:
+    """BasicSR drops incomplete batches: a training set too small for one batch per process trains nothing."""
+    ratio = ds.get('dataset_enlarge_ratio', 1)
+    per_process = math.ceil(size * ratio / world_size)
+    if per_process < ds['batch_size_per_gpu']:
+        raise ValueError(f'{name}: {size} images x dataset_enlarge_ratio {ratio} over {world_size} process(es) give '
+                         f'{per_process} per process, fewer than batch_size_per_gpu {ds["batch_size_per_gpu"]}: '
+                         'not one batch would be trained; raise dataset_enlarge_ratio')
 
 
 def check_options(opt: dict) -> None:
@@ -106,7 +118,10 @@ def check_options(opt: dict) -> None:
 
     for phase, ds in opt.get('datasets', {}).items():
         cls = DATASET_REGISTRY.get(ds['type']) if ds.get('type') in HR_ONLY_TYPES else None
-        check_dataset(ds, f'datasets: {phase} ({ds.get("name", "unnamed")})', cls)
+        name = f'datasets: {phase} ({ds.get("name", "unnamed")})'
+        size = check_dataset(ds, name, cls)
+        if size is not None and ds.get('phase') == 'train' and ds.get('batch_size_per_gpu'):
+            check_batches(ds, name, size, opt.get('world_size', 1))
     if opt.get('auto_resume') or opt['path'].get('resume_state'):
         return
     for key, value in opt['path'].items():
