@@ -7,6 +7,7 @@ Module and attribute names follow the original release exactly, because they are
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -43,16 +44,23 @@ def _cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tenso
     return None if t is None else t.to(dtype)
 
 
+def _autocast_off(x: torch.Tensor):
+    """Context that turns autocast off for ``x``'s device (nothing to turn off on e.g. meta)."""
+    if torch.amp.is_autocast_available(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def stream_layer_norm(norm: nn.LayerNorm, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     """``norm(x)`` computed in ``x``'s precision (autocast off), handed on as ``out_dtype``."""
-    with torch.autocast(x.device.type, enabled=False):
+    with _autocast_off(x):
         y = F.layer_norm(x, norm.normalized_shape, _cast(norm.weight, x.dtype), _cast(norm.bias, x.dtype), norm.eps)
     return y.to(out_dtype)
 
 
 def stream_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` computed in ``x``'s precision (autocast off)."""
-    with torch.autocast(x.device.type, enabled=False):
+    with _autocast_off(x):
         return F.conv2d(x, conv.weight.to(x.dtype), _cast(conv.bias, x.dtype), conv.stride, conv.padding,
                         conv.dilation, conv.groups)
 
@@ -93,7 +101,7 @@ class ChannelAttention(nn.Module):
         unscaled ones. The tiny squeeze path runs in at least float32 (autocast off)."""
         pool, squeeze, _, expand, _ = self.attention
         acc = stream_dtype(x.dtype)
-        with torch.autocast(x.device.type, enabled=False):
+        with _autocast_off(x):
             z = pool(x).to(acc) / scale
             z = F.relu(F.conv2d(z, squeeze.weight.to(acc), _cast(squeeze.bias, acc)))
             gate = torch.sigmoid(F.conv2d(z, expand.weight.to(acc), _cast(expand.bias, acc)))
