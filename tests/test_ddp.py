@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import subprocess
 import sys
 
@@ -10,9 +11,11 @@ import pytest
 import torch
 from test_train_support import command, subprocess_env, tiny_options, train_log, write_options, write_photos
 
-pytestmark = pytest.mark.slow
+from hat import basicsr_compat
+from hat.basicsr_compat import init_dist, normalise_local_rank
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_with_gloo(tmp_path):
     train_dir = write_photos(tmp_path / 'hr')
     opt = tiny_options('ddp', train_dir, None, total_iter=4, logger=dict(save_checkpoint_freq=2))
@@ -43,3 +46,33 @@ def test_torchrun_two_cpu_processes_train_with_gloo(tmp_path):
         'training_states/2.state', 'training_states/4.state'])
     weights = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)
     assert not any(k.startswith('module.') for k in weights['params'])
+
+
+def test_local_rank_spellings_reach_basicsr_as_local_rank():
+    argv = ['train.py', '-opt', 'x.yml', '--local-rank=1', '--local-rank', '2', '--local_rank=3', '--local-ranks']
+    assert normalise_local_rank(argv) == ['train.py', '-opt', 'x.yml', '--local_rank=1', '--local_rank', '2',
+                                          '--local_rank=3', '--local-ranks']
+
+
+def test_pytorch_launcher_without_torchrun_says_how_to_start(monkeypatch):
+    for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match='torchrun --nproc_per_node'):
+        init_dist('pytorch')
+
+
+def test_dist_params_and_cpu_pick_the_backend(monkeypatch, capsys):
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    for name, value in dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1',
+                            MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'dist_params', {'backend': 'nccl', 'port': 29500})
+    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'num_gpu', 0)
+    init_dist('pytorch')
+    try:
+        assert torch.distributed.get_backend() == 'gloo'  # NCCL asked for, but this run is on the CPU
+        assert '[hat] distributed rank 0 of 1: backend gloo, cpu' in capsys.readouterr().out
+    finally:
+        torch.distributed.destroy_process_group()

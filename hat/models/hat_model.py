@@ -27,7 +27,7 @@ def super_resolve(net: torch.nn.Module, lq: torch.Tensor, scale: int, tile_opt: 
     """Run ``net`` on ``lq`` whole, or tile by tile when ``tile_opt`` (``{tile_size, tile_pad}``) is given."""
     if not tile_opt:
         return net(lq)
-    align = getattr(net, 'window_size', 1)
+    align = getattr(getattr(net, 'module', net), 'window_size', 1)  # through DataParallel/DDP wrappers
     return tiled_forward(net, lq, scale, int(tile_opt['tile_size']), int(tile_opt.get('tile_pad', 32)), align)
 
 
