@@ -35,7 +35,7 @@ setup(
         'tqdm',
     ],
     extras_require={
-        'test': ['pytest>=7', 'scikit-image', 'ruff'],
+        'test': ['pytest>=7', 'scikit-image', 'ruff', 'onnx', 'onnxscript', 'onnxruntime'],
     },
     entry_points={'console_scripts': ['hat-upscale=hat.upscale:main']},
     classifiers=[

@@ -1,0 +1,151 @@
+"""Export a HAT checkpoint to ONNX with dynamic batch, height and width: ``python -m hat.export``.
+
+The exported graph does what ``HAT.forward`` does: reflect-pads the input to a multiple of
+the window, runs the network and crops. It is traced with ``torch.export`` (the dynamo
+exporter, opset 17 or newer), so window counts and padding stay symbolic. Inputs need at
+least two windows per side (32 pixels for the published window of 16); tile larger images.
+After writing, the model is run with onnxruntime, when installed, on a few input sizes and
+compared with PyTorch (max abs difference <= 1e-4). Needs ``pip install onnx onnxscript``
+(and ``onnxruntime`` for the check).
+
+    python -m hat.export --weights HAT_SRx4.pth --output hat_x4.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hat.archs.hat_arch import HAT
+from hat.checkpoint import load_hat
+from hat.image_io import write_bytes_atomic
+
+#: Oldest opset accepted; 18 is the dynamo exporter's default.
+MIN_OPSET = 17
+DEFAULT_OPSET = 18
+TOLERANCE = 1e-4
+
+
+class PaddedHAT(nn.Module):
+    """``HAT.forward`` in export-friendly form: one reflect pad whose size is shape arithmetic."""
+
+    def __init__(self, net: HAT):
+        super().__init__()
+        self.net = net
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        h, w = lr.shape[-2:]
+        ws, scale = self.net.window_size, self.net.upscale
+        padded = F.pad(lr, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode='reflect')
+        return self.net.forward_padded(padded)[..., :h * scale, :w * scale]
+
+
+def min_side(net: HAT) -> int:
+    """Smallest input side the exported graph takes (two windows)."""
+    return 2 * net.window_size
+
+
+def export_onnx(net: HAT, output: Path, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
+    """Write ``net`` (eval mode, float32, CPU) as an ONNX model with input ``lr`` and output ``sr``."""
+    if opset < MIN_OPSET:
+        raise ValueError(f'opset {opset} is too old: use --opset {MIN_OPSET} or newer')
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f'{output} already exists; pass --overwrite to replace it')
+    net = net.float().cpu().eval()
+    side = min_side(net)
+    example = torch.rand(2, net.in_chans, side + net.window_size + 3, side + 5)  # sizes that need padding
+    dims = {0: torch.export.Dim('batch', min=1), 2: torch.export.Dim('height', min=side),
+            3: torch.export.Dim('width', min=side)}
+    with torch.no_grad():
+        program = torch.onnx.export(PaddedHAT(net).eval(), (example,), dynamo=True, opset_version=opset,
+                                    input_names=['lr'], output_names=['sr'], dynamic_shapes={'lr': dims},
+                                    verbose=False)
+    with tempfile.TemporaryDirectory(dir=output.parent if output.parent.exists() else None) as tmp:
+        staged = Path(tmp) / 'model.onnx'
+        program.save(staged, external_data=False)
+        write_bytes_atomic(output, staged.read_bytes(), overwrite=overwrite)
+    return output
+
+
+def check_onnx(path: Path, net: HAT, sizes: Sequence[tuple[int, int]], batch: int = 2) -> float:
+    """Max abs difference between onnxruntime and PyTorch over random inputs of ``sizes``."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    net = net.float().cpu().eval()
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for h, w in sizes:
+        x = torch.rand(batch, net.in_chans, h, w, generator=generator)
+        with torch.no_grad():
+            expected = net(x)
+        (got,) = session.run(['sr'], {'lr': x.numpy()})
+        if got.shape != tuple(expected.shape):
+            raise RuntimeError(f'ONNX output shape {got.shape} != PyTorch {tuple(expected.shape)} for {h}x{w}')
+        worst = max(worst, float((torch.from_numpy(got) - expected).abs().max()))
+    return worst
+
+
+def check_sizes(net: HAT) -> list[tuple[int, int]]:
+    """A few sizes the check runs: the minimum, window multiples and sizes that need padding."""
+    side, ws = min_side(net), net.window_size
+    return [(side, side), (side + ws, 3 * ws + 5), (2 * side + 1, side + ws - 3)]
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='python -m hat.export', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--weights', type=Path, required=True,
+                        help='HAT checkpoint (.pth: params_ema, params or a bare state_dict)')
+    parser.add_argument('--output', type=Path, required=True, help='ONNX file to write')
+    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset, >= {MIN_OPSET}')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing output file')
+    parser.add_argument('--img-range', type=float, default=None,
+                        help='img_range the checkpoint was trained with (default: 1, as published)')
+    parser.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.opset < MIN_OPSET:
+        print(f'error: --opset {args.opset} is too old; use {MIN_OPSET} or newer', file=sys.stderr)
+        return 2
+    if args.output.exists() and not args.overwrite:
+        print(f'error: {args.output} already exists; pass --overwrite to replace it', file=sys.stderr)
+        return 2
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError:
+        print('error: ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript',
+              file=sys.stderr)
+        return 2
+    overrides = {} if args.img_range is None else {'img_range': args.img_range}
+    net = load_hat(args.weights, **overrides)
+    export_onnx(net, args.output, args.opset, args.overwrite)
+    print(f'wrote {args.output} ({os.path.getsize(args.output) / 2 ** 20:.1f} MiB, opset {args.opset}, '
+          f'inputs of at least {min_side(net)}x{min_side(net)})')
+    if args.no_check:
+        return 0
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print('onnxruntime is not installed: skipped the comparison with PyTorch (pip install onnxruntime)')
+        return 0
+    diff = check_onnx(args.output, net, check_sizes(net))
+    print(f'onnxruntime vs PyTorch: max abs difference {diff:.2e} (tolerance {TOLERANCE:g})')
+    if diff > TOLERANCE:
+        print(f'error: the exported model differs from PyTorch by {diff:.2e} > {TOLERANCE:g}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
