@@ -1,0 +1,434 @@
+"""Benchmark HAT: forward throughput, training step time, peak memory and achieved FLOP/s.
+
+Every variant of one (model, size, mode) runs in this one process, so the ratios printed at the
+end compare like with like: explicit vs fused attention, float32 vs bfloat16/float16, eager vs
+``torch.compile``, gradient checkpointing off vs on. A variant is written
+``attention:dtype[:compile][:ckpt]``, e.g. ``explicit:fp32``, ``fused:bf16:compile``,
+``fused:fp32:ckpt``; the first variant of ``--variants`` is the baseline of the ratios.
+
+Modes: ``forward`` (inference, model cast to the dtype), ``train`` (forward + L1 loss + backward
++ Adam step; bf16/fp16 run under autocast with float32 weights, fp16 with a GradScaler) and
+``tiled`` (forward through ``hat.tiling.tiled_forward`` with ``--tile``/``--tile-pad``).
+
+Each row is the median of ``--repeat`` timed runs after ``--warmup`` untimed ones, with the
+spread (min-max). Throughput is in LR (input) megapixels per second. FLOPs are counted once per
+shape with ``torch.utils.flop_counter`` on the meta device (2 per multiply-add; training counts
+forward + backward, not the recomputation of checkpointing). Peak memory is CUDA's
+``max_memory_allocated``; on CPU it is the tensors alive before the call (weights, optimizer
+state, inputs) plus the peak of tensors allocated during it, from the profiler's memory events.
+The device peak is a datasheet figure for known GPUs and a measured large GEMM on CPU (override
+with ``--peak-tflops``).
+
+Examples::
+
+    python benchmarks/bench_hat.py --models HAT --sizes 64 --modes forward --threads 2
+    python benchmarks/bench_hat.py --models HAT --sizes 16 --modes train --batch 4 --threads 2
+    python benchmarks/bench_hat.py --device cuda --models HAT-S HAT HAT-L --sizes 64 256
+    python benchmarks/bench_hat.py --models HAT-S --sizes 256 --modes forward tiled --tile 128
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import hat  # noqa: F401  (registers HAT, applies the basicsr compat shim)
+from hat.archs.hat_arch import HAT
+from hat.archs.hat_presets import preset_config
+from hat.tiling import is_out_of_memory, tiled_forward
+
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+MODES = ('forward', 'train', 'tiled')
+
+#: Dense datasheet peaks in TFLOP/s (bf16, fp16 with tensor cores; fp32 without), by device name.
+GPU_PEAK_TFLOPS = [
+    ('H100 PCIe', {'bf16': 756.0, 'fp16': 756.0, 'fp32': 51.2}),
+    ('H100', {'bf16': 989.4, 'fp16': 989.4, 'fp32': 66.9}),
+    ('H200', {'bf16': 989.4, 'fp16': 989.4, 'fp32': 66.9}),
+    ('H20', {'bf16': 148.0, 'fp16': 148.0, 'fp32': 44.0}),
+    ('A100', {'bf16': 312.0, 'fp16': 312.0, 'fp32': 19.5}),
+    ('L40S', {'bf16': 362.1, 'fp16': 362.1, 'fp32': 91.6}),
+    ('RTX 4090', {'bf16': 165.2, 'fp16': 165.2, 'fp32': 82.6}),
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the model: attention path, precision, compilation, checkpointing."""
+
+    attention: str = 'fused'
+    dtype: str = 'fp32'
+    compile: bool = False
+    checkpoint: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        parts = spec.split(':')
+        if len(parts) < 2 or parts[0] not in ('fused', 'explicit') or parts[1] not in DTYPES:
+            raise argparse.ArgumentTypeError(
+                f'bad variant {spec!r}: write attention:dtype[:compile][:ckpt], attention in fused/explicit, '
+                f'dtype in {"/".join(DTYPES)}, e.g. fused:bf16:compile')
+        flags = set(parts[2:])
+        unknown = flags - {'compile', 'ckpt'}
+        if unknown:
+            raise argparse.ArgumentTypeError(f'bad variant {spec!r}: unknown flag(s) {sorted(unknown)}; '
+                                             f'use compile and/or ckpt')
+        return cls(parts[0], parts[1], 'compile' in flags, 'ckpt' in flags)
+
+    def __str__(self) -> str:
+        return ':'.join([self.attention, self.dtype] + ['compile'] * self.compile + ['ckpt'] * self.checkpoint)
+
+
+@dataclass
+class Result:
+    """One row of the table."""
+
+    model: str
+    size: int
+    batch: int
+    mode: str
+    variant: str
+    times_s: list = field(default_factory=list)
+    peak_mb: Optional[float] = None
+    flops: Optional[float] = None
+    peak_flops: Optional[float] = None
+    first_call_s: Optional[float] = None
+    max_abs_diff: Optional[float] = None
+    error: Optional[str] = None
+
+    @property
+    def median_s(self) -> Optional[float]:
+        return statistics.median(self.times_s) if self.times_s else None
+
+    def summary(self) -> dict:
+        row = asdict(self)
+        median = self.median_s
+        if median:
+            row.update(median_s=median, images_per_s=self.batch / median,
+                       lr_megapixels_per_s=self.batch * self.size ** 2 / 1e6 / median)
+            if self.flops:
+                row['tflops_per_s'] = self.flops / median / 1e12
+                if self.peak_flops:
+                    row['fraction_of_peak'] = self.flops / median / self.peak_flops
+        return row
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeat: int) -> tuple[float, list]:
+    """Seconds of the first call (compilation shows here), then ``repeat`` timings after warm-up."""
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    first = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return first, times
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device, resident: int) -> int:
+    """Peak bytes of tensors during ``fn``: CUDA's counter, or on CPU ``resident`` (tensors alive
+    before the call) plus the profiler's running total of allocations minus frees."""
+    if device.type == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return resident + peak
+
+
+def count_flops(config: dict, batch: int, size: int, train: bool) -> float:
+    """FLOPs of one forward (or forward + backward), counted on the meta device."""
+    model = HAT(**config).to('meta').train(train)
+    model.set_fused_attention(False)
+    x = torch.empty(batch, config['in_chans'], size, size, device='meta')
+    counter = FlopCounterMode(display=False)
+    with counter:
+        if train:
+            model(x).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    return float(counter.get_total_flops())
+
+
+def measured_gemm_peak(device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
+    """FLOP/s of a large square matmul: the practical peak of this device at this dtype."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    _, times = time_calls(lambda: a @ b, device, warmup=2, repeat=5)
+    return 2 * n ** 3 / min(times)
+
+
+def device_peak(device: torch.device, dtype_name: str, override_tflops: Optional[float]) -> tuple[float, str]:
+    if override_tflops:
+        return override_tflops * 1e12, '--peak-tflops'
+    if device.type == 'cuda':
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in GPU_PEAK_TFLOPS:
+            if key in name:
+                return peaks[dtype_name] * 1e12, f'datasheet ({key})'
+    return measured_gemm_peak(device, DTYPES[dtype_name]), 'measured GEMM'
+
+
+def build_model(config: dict, variant: Variant, device: torch.device, train: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = HAT(**config).to(device)
+    model.set_fused_attention(variant.attention == 'fused')
+    model.set_grad_checkpointing(variant.checkpoint)
+    if train:
+        model.train()
+    else:
+        model.to(DTYPES[variant.dtype]).eval()
+    return torch.compile(model) if variant.compile else model
+
+
+def forward_fn(model, x: torch.Tensor, mode: str, scale: int, window: int, tile: int, tile_pad: int):
+    def run():
+        with torch.inference_mode():
+            if mode == 'tiled':
+                return tiled_forward(model, x, scale, tile, tile_pad, align=window)
+            return model(x)
+    return run
+
+
+def train_fn(model, x: torch.Tensor, target: torch.Tensor, variant: Variant, device: torch.device):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    amp_dtype = DTYPES[variant.dtype]
+    use_amp = amp_dtype != torch.float32
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            out = model(x)
+        loss = F.l1_loss(out.float(), target)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
+    return step, optimizer
+
+
+def run_variant(args, name: str, size: int, mode: str, variant: Variant, device: torch.device,
+                flops: dict, reference: dict) -> Result:
+    config = preset_config(name, upscale=args.scale)
+    result = Result(name, size, args.batch, mode, str(variant))
+    train = mode == 'train'
+    try:
+        model = build_model(config, variant, device, train)
+        dtype = torch.float32 if train else DTYPES[variant.dtype]
+        gen = torch.Generator().manual_seed(1)
+        x = torch.rand(args.batch, config['in_chans'], size, size, generator=gen).to(device, dtype)
+        if train:
+            target = torch.rand(args.batch, config['in_chans'], size * args.scale, size * args.scale,
+                                generator=gen).to(device)
+            fn, optimizer = train_fn(model, x, target, variant, device)
+        else:
+            fn = forward_fn(model, x, mode, args.scale, config['window_size'], args.tile, args.tile_pad)
+        result.first_call_s, result.times_s = time_calls(fn, device, args.warmup, args.repeat)
+        resident = tensor_bytes([*model.parameters(), *model.buffers(), x])
+        if train:
+            state = [t for s in optimizer.state.values() for t in s.values()]
+            resident += tensor_bytes([*state, target])
+        result.peak_mb = peak_memory_bytes(fn, device, resident) / 2 ** 20
+        if not train:  # compared with the first forward of this model and size (whole or tiled)
+            out = fn().float()
+            key = (name, size)
+            if key in reference:
+                result.max_abs_diff = (out - reference[key]).abs().max().item()
+            else:
+                reference[key] = out
+        key = (name, size, train)
+        if key not in flops:
+            flops[key] = count_flops(config, args.batch, size, train)
+        result.flops = flops[key]
+        if mode == 'tiled':
+            result.flops = None  # tiles overlap: the whole-image count would overstate the work
+        result.peak_flops = args.peaks[variant.dtype][0]
+    except Exception as error:  # a failed or out-of-memory variant is a row, not the end of the run
+        result.error = 'out of memory' if is_out_of_memory(error) else f'{type(error).__name__}: {error}'[:160]
+    finally:
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return result
+
+
+def fmt(value: Optional[float], spec: str) -> str:
+    return '-' if value is None else format(value, spec)
+
+
+def print_table(results: list) -> None:
+    header = ('model', 'size', 'b', 'mode', 'variant', 'median ms', 'spread ms', 'img/s', 'LR MP/s',
+              'TFLOP/s', '% peak', 'peak MB', 'max|diff|', 'first s')
+    rows = []
+    for r in results:
+        s = r.summary()
+        if r.error:
+            rows.append((r.model, str(r.size), str(r.batch), r.mode, r.variant, r.error))
+            continue
+        rows.append((
+            r.model, str(r.size), str(r.batch), r.mode, r.variant,
+            fmt(s['median_s'] * 1e3, '.1f'), f'{min(r.times_s) * 1e3:.1f}-{max(r.times_s) * 1e3:.1f}',
+            fmt(s['images_per_s'], '.3g'), fmt(s['lr_megapixels_per_s'], '.4f'),
+            fmt(s.get('tflops_per_s'), '.3f'),
+            fmt(100 * s['fraction_of_peak'] if 'fraction_of_peak' in s else None, '.1f'),
+            fmt(r.peak_mb, '.0f'), fmt(r.max_abs_diff, '.1e'), fmt(r.first_call_s, '.1f'),
+        ))
+    widths = [max(len(row[i]) for row in rows + [header] if i < len(row)) for i in range(len(header))]
+    for row in [header] + rows:
+        print('  '.join(cell.ljust(widths[i]) if i < 5 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+
+
+def print_ratios(results: list) -> None:
+    """Speed-up and memory of every variant relative to the first one of its (model, size, mode)."""
+    groups: dict = {}
+    for r in results:
+        groups.setdefault((r.model, r.size, r.mode), []).append(r)
+    print('\nratios (speed-up = baseline time / time; memory = peak / baseline peak):')
+    for (model, size, mode), rows in groups.items():
+        base = rows[0]
+        if base.error:
+            continue
+        for r in rows[1:]:
+            if r.error:
+                continue
+            memory = f', memory {r.peak_mb / base.peak_mb:.2f}x' if r.peak_mb and base.peak_mb else ''
+            print(f'  {model} {size}x{size} {mode}: {r.variant} vs {base.variant}: '
+                  f'{base.median_s / r.median_s:.2f}x faster{memory}')
+    if any(r.mode == 'tiled' for r in results):
+        for r in results:
+            if r.mode != 'tiled' or r.error:
+                continue
+            whole = next((w for w in results if (w.model, w.size, w.variant, w.mode) == (r.model, r.size, r.variant,
+                                                                                          'forward') and not w.error),
+                         None)
+            if whole:
+                print(f'  {r.model} {r.size}x{r.size} {r.variant}: tiled vs whole: '
+                      f'{whole.median_s / r.median_s:.2f}x the speed')
+
+
+def environment(device: torch.device, threads: int) -> dict:
+    info = {
+        'python': platform.python_version(), 'torch': torch.__version__, 'platform': platform.platform(),
+        'device': str(device), 'threads': threads, 'command': ' '.join([Path(sys.argv[0]).name] + sys.argv[1:]),
+    }
+    cpuinfo = Path('/proc/cpuinfo')
+    if cpuinfo.exists():
+        names = [line.split(':', 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith('model name')]
+        info['cpu'] = f'{names[0]} x{len(names)}' if names else platform.processor()
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        info['commit'] = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                                        cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    return info
+
+
+def default_variants(device: torch.device, mode: str) -> list:
+    if device.type == 'cuda':
+        specs = ['explicit:fp32', 'fused:fp32', 'fused:bf16', 'fused:fp16', 'fused:bf16:compile']
+        if mode == 'train':
+            specs += ['fused:bf16:ckpt']
+    else:
+        specs = ['explicit:fp32', 'fused:fp32'] + (['fused:fp32:ckpt'] if mode == 'train' else [])
+    return [Variant.parse(s) for s in specs]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=['HAT-S', 'HAT', 'HAT-L'], help='HAT-S, HAT and/or HAT-L')
+    parser.add_argument('--scale', type=int, default=4, help='upscale factor (default 4)')
+    parser.add_argument('--sizes', nargs='+', type=int, default=[64, 256], help='square LR input sides')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=['forward', 'train'])
+    parser.add_argument('--variants', nargs='+', type=Variant.parse, default=None,
+                        help='attention:dtype[:compile][:ckpt] ... (default depends on device and mode); '
+                             'the first is the baseline of the ratios')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--threads', type=int, default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--tile', type=int, default=128, help='tile size of the tiled mode')
+    parser.add_argument('--tile-pad', type=int, default=32, help='tile context of the tiled mode')
+    parser.add_argument('--peak-tflops', type=float, default=None,
+                        help='device peak for the %% peak column (default: datasheet on known GPUs, else '
+                             'a measured GEMM)')
+    parser.add_argument('--json', type=Path, default=None, help='also write every figure to this JSON file')
+    args = parser.parse_args(argv)
+    for name in args.models:
+        preset_config(name)  # raises a clear error for unknown names
+    if args.batch < 1 or args.repeat < 1 or any(s < 1 for s in args.sizes):
+        parser.error('--batch, --repeat and --sizes must be positive')
+    return args
+
+
+def main(argv=None) -> list:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = environment(device, torch.get_num_threads())
+    print(' | '.join(f'{k}: {v}' for k, v in env.items()))
+    results, flops, reference = [], {}, {}
+    all_variants = {str(v): v for mode in args.modes for v in (args.variants or default_variants(device, mode))}
+    args.peaks = {v.dtype: device_peak(device, v.dtype, args.peak_tflops) for v in all_variants.values()}
+    for dtype_name, (peak, source) in args.peaks.items():
+        print(f'peak {dtype_name}: {peak / 1e12:.3f} TFLOP/s ({source})')
+    for name in args.models:
+        for size in args.sizes:
+            for mode in args.modes:
+                for variant in args.variants or default_variants(device, mode):
+                    if variant.checkpoint and mode != 'train':
+                        continue  # checkpointing only changes training
+                    result = run_variant(args, name, size, mode, variant, device, flops, reference)
+                    results.append(result)
+                    status = result.error or f'{result.median_s * 1e3:.1f} ms'
+                    print(f'  {name} {size}x{size} b{args.batch} {mode} {variant}: {status}', flush=True)
+    print()
+    print_table(results)
+    print_ratios(results)
+    if args.json:
+        payload = {'environment': env, 'peaks_tflops': {k: v[0] / 1e12 for k, v in args.peaks.items()},
+                   'results': [r.summary() for r in results]}
+        args.json.write_text(json.dumps(payload, indent=2))
+    return results
+
+
+if __name__ == '__main__':
+    main()
