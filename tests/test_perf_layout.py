@@ -69,3 +69,13 @@ def test_convs_run_channels_last_and_output_is_contiguous():
     with torch.no_grad():
         out = model(torch.rand(1, 3, 11, 16))
     assert out.is_contiguous() and out.shape == (1, 3, 22, 32)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_inference_takes_the_fused_cpu_kernel(dtype):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = HAT(**ODD_HEADS_CONFIG).eval().to(dtype)
+    x = torch.rand(2, 3, 24, 40, dtype=dtype)
+    with torch.no_grad(), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # no fallback to the math path
+        assert model(x).shape == (2, 3, 72, 120)
