@@ -19,7 +19,8 @@ Patches:
   ``torch.cuda.current_device()`` (fails on CPU), looks for states relative to the
   working directory instead of the experiment folder, takes the newest state even if it is
   truncated, and loads it with pickle. Ours loads with ``weights_only=True`` onto the CPU
-  and, with ``--auto_resume``, takes the newest state whose files all load.
+  and, with ``--auto_resume``, takes the newest state whose files all load; it also removes
+  the temp files of checkpoint writes a crash interrupted.
 """
 from __future__ import annotations
 
@@ -155,10 +156,21 @@ def newest_valid_state(opt: dict) -> Optional[str]:
     return None
 
 
+def remove_partial_checkpoints(opt: dict) -> None:
+    """Delete the temp files of checkpoint writes cut short by a crash (``.<file>.<random>.tmp``, see HATModel)."""
+    for folder in (opt['path']['models'], opt['path']['training_states']):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if re.fullmatch(r'\.[^/]+\.(pth|state)\.\w+\.tmp', name):
+                    os.remove(os.path.join(folder, name))
+                    print(f'[hat] removed {name}, a checkpoint write interrupted by a crash', file=sys.stderr)
+
+
 def load_resume_state(opt: dict) -> Optional[dict]:
     """basicsr.train.load_resume_state for CPU and GPU, with weights_only loading and a validity check."""
     from basicsr.utils.misc import check_resume
 
+    remove_partial_checkpoints(opt)
     if opt['auto_resume']:
         path = newest_valid_state(opt)
         if path is not None:

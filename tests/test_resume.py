@@ -75,9 +75,11 @@ def test_auto_resume_takes_newest_state_whose_files_all_load(tmp_path):
         _save_iteration(models, states, it)
     (states / '8.state').write_bytes((states / '8.state').read_bytes()[:50])  # truncated by a crash
     (models / 'net_g_6.pth').unlink()  # its network file is gone
+    (models / '.net_g_10.pth.k2x_9q.tmp').write_bytes(b'half a file')  # a write the crash cut short
     assert newest_valid_state(opt) == str(states / '4.state')
 
     state = load_resume_state(opt)
+    assert sorted(p.name for p in models.iterdir()) == ['net_g_2.pth', 'net_g_4.pth', 'net_g_8.pth']
     assert state['iter'] == 4
     assert opt['path']['pretrain_network_g'] == str(models / 'net_g_4.pth')
 
