@@ -27,26 +27,26 @@ def test_run_killed_at_random_moment_resumes_to_total_iter(tmp_path):
     process = subprocess.Popen(command('train', tmp_path, '-opt', str(yml)), cwd=tmp_path, env=subprocess_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        checkpoints, delay = random.randint(1, 6), random.uniform(0, 0.3)  # the kill: after 1-6 checkpoints
         deadline = time.monotonic() + 240
-        while not (states.is_dir() and any(states.glob('*.state'))):
-            assert process.poll() is None, 'training ended before its first checkpoint'
-            assert time.monotonic() < deadline, 'no checkpoint within 240 s'
-            time.sleep(0.05)
-        delay = random.uniform(0, 2.0)
+        while not (states.is_dir() and len(list(states.glob('*.state'))) >= checkpoints):
+            assert process.poll() is None, 'training ended before the kill'
+            assert time.monotonic() < deadline, f'fewer than {checkpoints} checkpoints within 240 s'
+            time.sleep(0.01)
         time.sleep(delay)
         process.kill()
     finally:
         process.kill()
         process.wait()
     killed_at = sorted(int(p.stem) for p in states.glob('*.state'))
-    assert process.returncode == -9, f'training finished before the kill ({delay:.2f} s after its first state)'
+    assert process.returncode == -9, f'training finished before the kill ({checkpoints} states + {delay:.2f} s)'
 
     run('train', tmp_path, '-opt', str(yml), '--auto_resume')
     logs = sorted((tmp_path / 'experiments' / 'killed').glob('train_*.log'))
     assert len(logs) == 2, 'the resumed run should log next to the first one'
     text = logs[-1].read_text()
     resumed = re.search(r'Resuming training from epoch: \d+, iter: (\d+)', text)
-    assert resumed and int(resumed[1]) in killed_at, (killed_at, delay)
+    assert resumed and int(resumed[1]) in killed_at, (killed_at, checkpoints, delay)
     assert 'End of training' in text
     assert (states / f'{TOTAL_ITER}.state').is_file()
     weights = torch.load(tmp_path / 'experiments/killed/models/net_g_latest.pth', weights_only=True)
