@@ -20,6 +20,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 
 from hat.archs.hat_arch import HAT
+from hat.models.amp import AmpTrainingMixin
 from hat.tiling import tiled_forward
 
 
@@ -58,8 +59,11 @@ def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @MODEL_REGISTRY.register()
-class HATModel(SRModel):
-    """SR model for HAT; validation and testing take any image size, and tiles if ``tile`` is set."""
+class HATModel(AmpTrainingMixin, SRModel):
+    """SR model for HAT; validation and testing take any image size, and tiles if ``tile`` is set.
+
+    Training runs in mixed precision with ``train: {use_amp: true, amp_dtype: bf16|fp16}`` (hat.models.amp).
+    """
 
     def test(self):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
