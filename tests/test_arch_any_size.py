@@ -67,3 +67,16 @@ def test_shift_mask_is_cached_per_size_and_dtype(tiny):
     tiny.double()
     assert not tiny._mask_cache  # casting invalidates cached masks
     tiny.float()
+
+
+def test_conv_branch_switched_off_gives_attention_only_output():
+    torch.manual_seed(0)
+    off = HAT(**{**TINY_CONFIG, 'conv_scale': 0.0}).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        out = off(x)
+        for layer in off.layers:
+            for block in layer.residual_group.blocks:
+                block.conv_block.cab[0].weight.add_(1.0)  # the conv branch must not matter at all
+        assert torch.isfinite(out).all()
+        assert torch.equal(off(x), out)

@@ -124,6 +124,8 @@ class CAB(nn.Module):
         """``scale * cab(x)``. The scale is applied before the expanding conv, so its large
         unscaled output (HAT weights it by ``conv_scale=0.01``) never exists in half precision."""
         compress, act, expand, attention = self.cab
+        if scale == 0:  # the branch is switched off; the gate below would divide by zero
+            return torch.zeros_like(x)
         y = act(compress(x)) * scale
         y = F.conv2d(y, expand.weight, None if expand.bias is None else expand.bias * scale, expand.stride,
                      expand.padding)
