@@ -11,13 +11,14 @@ Modes: ``forward`` (inference, model cast to the dtype), ``train`` (forward + L1
 ``tiled`` (forward through ``hat.tiling.tiled_forward`` with ``--tile``/``--tile-pad``).
 
 Each row is the median of ``--repeat`` timed runs after ``--warmup`` untimed ones, with the
-spread (min-max). Throughput is in LR (input) megapixels per second. FLOPs are counted once per
-shape with ``torch.utils.flop_counter`` on the meta device (2 per multiply-add; training counts
-forward + backward, not the recomputation of checkpointing). Peak memory is CUDA's
-``max_memory_allocated``; on CPU it is the tensors alive before the call (weights, optimizer
-state, inputs) plus the peak of tensors allocated during it, from the profiler's memory events.
-The device peak is a datasheet figure for known GPUs and a measured large GEMM on CPU (override
-with ``--peak-tflops``).
+spread (min-max); the variants of one (model, size, mode) are timed in interleaved rounds, so a
+change of machine load hits them alike. Throughput is in LR (input) megapixels per second.
+FLOPs are counted once per shape with ``torch.utils.flop_counter`` on the meta device (2 per
+multiply-add; training counts forward + backward, not the recomputation of checkpointing).
+Peak memory is the variant's tensors alive before the call (weights, optimizer state, inputs)
+plus the peak of what the call allocates (CUDA's counters; on CPU the profiler's memory
+events). The device peak is a datasheet figure for known GPUs and a measured large GEMM on
+CPU (override with ``--peak-tflops``).
 
 Examples::
 
@@ -130,22 +131,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeat: int) -> tuple[float, list]:
-    """Seconds of the first call (compilation shows here), then ``repeat`` timings after warm-up."""
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call, device work included."""
+    synchronize(device)
     start = time.perf_counter()
     fn()
     synchronize(device)
-    first = time.perf_counter() - start
-    for _ in range(max(warmup - 1, 0)):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return first, times
+    return time.perf_counter() - start
 
 
 def tensor_bytes(tensors) -> int:
@@ -153,14 +145,15 @@ def tensor_bytes(tensors) -> int:
 
 
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device, resident: int) -> int:
-    """Peak bytes of tensors during ``fn``: CUDA's counter, or on CPU ``resident`` (tensors alive
-    before the call) plus the profiler's running total of allocations minus frees."""
+    """Peak bytes of tensors during ``fn``: ``resident`` (this variant's tensors alive before the
+    call) plus the peak of what the call allocates, from CUDA's counters or the CPU profiler."""
     if device.type == 'cuda':
         synchronize(device)
+        before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         synchronize(device)
-        return torch.cuda.max_memory_allocated(device)
+        return resident + torch.cuda.max_memory_allocated(device) - before
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     current = peak = 0
@@ -186,11 +179,12 @@ def count_flops(config: dict, batch: int, size: int, train: bool) -> float:
 
 
 def measured_gemm_peak(device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
-    """FLOP/s of a large square matmul: the practical peak of this device at this dtype."""
+    """FLOP/s of a large square matmul (best of 5): the practical peak of this device at this dtype."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    _, times = time_calls(lambda: a @ b, device, warmup=2, repeat=5)
-    return 2 * n ** 3 / min(times)
+    for _ in range(2):
+        a @ b
+    return 2 * n ** 3 / min(timed(lambda: a @ b, device) for _ in range(5))
 
 
 def device_peak(device: torch.device, dtype_name: str, override_tflops: Optional[float]) -> tuple[float, str]:
@@ -243,48 +237,81 @@ def train_fn(model, x: torch.Tensor, target: torch.Tensor, variant: Variant, dev
     return step, optimizer
 
 
-def run_variant(args, name: str, size: int, mode: str, variant: Variant, device: torch.device,
-                flops: dict, reference: dict) -> Result:
+def error_text(error: BaseException) -> str:
+    return 'out of memory' if is_out_of_memory(error) else f'{type(error).__name__}: {error}'[:160]
+
+
+def prepare(args, config: dict, result: Result, variant: Variant, device: torch.device):
+    """The call to time for one variant, and the bytes of its tensors that stay alive between calls."""
+    train = result.mode == 'train'
+    model = build_model(config, variant, device, train)
+    dtype = torch.float32 if train else DTYPES[variant.dtype]
+    gen = torch.Generator().manual_seed(1)
+    size = result.size
+    x = torch.rand(args.batch, config['in_chans'], size, size, generator=gen).to(device, dtype)
+    if not train:
+        fn = forward_fn(model, x, result.mode, args.scale, config['window_size'], args.tile, args.tile_pad)
+        return fn, lambda: tensor_bytes([*model.parameters(), *model.buffers(), x])
+    target = torch.rand(args.batch, config['in_chans'], size * args.scale, size * args.scale, generator=gen)
+    target = target.to(device)
+    fn, optimizer = train_fn(model, x, target, variant, device)
+
+    def resident() -> int:
+        state = [t for s in optimizer.state.values() for t in s.values()]
+        return tensor_bytes([*model.parameters(), *model.buffers(), x, target, *state])
+    return fn, resident
+
+
+def run_group(args, name: str, size: int, mode: str, variants: list, device: torch.device,
+              flops: dict, reference: dict) -> list:
+    """Time every variant of one (model, size, mode) in interleaved rounds (one call of each per
+    round), so a change of machine load during the run hits all variants alike."""
     config = preset_config(name, upscale=args.scale)
-    result = Result(name, size, args.batch, mode, str(variant))
     train = mode == 'train'
-    try:
-        model = build_model(config, variant, device, train)
-        dtype = torch.float32 if train else DTYPES[variant.dtype]
-        gen = torch.Generator().manual_seed(1)
-        x = torch.rand(args.batch, config['in_chans'], size, size, generator=gen).to(device, dtype)
-        if train:
-            target = torch.rand(args.batch, config['in_chans'], size * args.scale, size * args.scale,
-                                generator=gen).to(device)
-            fn, optimizer = train_fn(model, x, target, variant, device)
-        else:
-            fn = forward_fn(model, x, mode, args.scale, config['window_size'], args.tile, args.tile_pad)
-        result.first_call_s, result.times_s = time_calls(fn, device, args.warmup, args.repeat)
-        resident = tensor_bytes([*model.parameters(), *model.buffers(), x])
-        if train:
-            state = [t for s in optimizer.state.values() for t in s.values()]
-            resident += tensor_bytes([*state, target])
-        result.peak_mb = peak_memory_bytes(fn, device, resident) / 2 ** 20
-        if not train:  # compared with the first forward of this model and size (whole or tiled)
-            out = fn().float()
-            key = (name, size)
-            if key in reference:
-                result.max_abs_diff = (out - reference[key]).abs().max().item()
-            else:
-                reference[key] = out
-        key = (name, size, train)
-        if key not in flops:
-            flops[key] = count_flops(config, args.batch, size, train)
-        result.flops = flops[key]
-        if mode == 'tiled':
-            result.flops = None  # tiles overlap: the whole-image count would overstate the work
-        result.peak_flops = args.peaks[variant.dtype][0]
-    except Exception as error:  # a failed or out-of-memory variant is a row, not the end of the run
-        result.error = 'out of memory' if is_out_of_memory(error) else f'{type(error).__name__}: {error}'[:160]
-    finally:
-        if device.type == 'cuda':
-            torch.cuda.empty_cache()
-    return result
+    results, runners = [], []
+    for variant in variants:
+        result = Result(name, size, args.batch, mode, str(variant))
+        results.append(result)
+        try:
+            fn, resident = prepare(args, config, result, variant, device)
+            result.first_call_s = timed(fn, device)
+            for _ in range(max(args.warmup - 1, 0)):
+                fn()
+            runners.append((result, fn, resident))
+        except Exception as error:  # a failed or out-of-memory variant is a row, not the end of the run
+            result.error = error_text(error)
+    for _ in range(args.repeat):
+        for result, fn, _ in runners:
+            if result.error is None:
+                try:
+                    result.times_s.append(timed(fn, device))
+                except Exception as error:
+                    result.error = error_text(error)
+    for result, fn, resident in runners:
+        if result.error is not None:
+            continue
+        try:
+            result.peak_mb = peak_memory_bytes(fn, device, resident()) / 2 ** 20
+            if not train:  # compared with the first forward of this model and size (whole or tiled)
+                out = fn().float()
+                if (name, size) in reference:
+                    result.max_abs_diff = (out - reference[name, size]).abs().max().item()
+                else:
+                    reference[name, size] = out
+            if mode != 'tiled':  # tiles overlap: the whole-image count would understate the work
+                if (name, size, train) not in flops:
+                    flops[name, size, train] = count_flops(config, args.batch, size, train)
+                result.flops = flops[name, size, train]
+            result.peak_flops = args.peaks[Variant.parse(result.variant).dtype][0]
+        except Exception as error:
+            result.error = error_text(error)
+    runners.clear()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+    for result in results:
+        status = result.error or f'{result.median_s * 1e3:.1f} ms'
+        print(f'  {name} {size}x{size} b{args.batch} {mode} {result.variant}: {status}', flush=True)
+    return results
 
 
 def fmt(value: Optional[float], spec: str) -> str:
@@ -413,13 +440,10 @@ def main(argv=None) -> list:
     for name in args.models:
         for size in args.sizes:
             for mode in args.modes:
-                for variant in args.variants or default_variants(device, mode):
-                    if variant.checkpoint and mode != 'train':
-                        continue  # checkpointing only changes training
-                    result = run_variant(args, name, size, mode, variant, device, flops, reference)
-                    results.append(result)
-                    status = result.error or f'{result.median_s * 1e3:.1f} ms'
-                    print(f'  {name} {size}x{size} b{args.batch} {mode} {variant}: {status}', flush=True)
+                # checkpointing only changes training
+                variants = [v for v in args.variants or default_variants(device, mode)
+                            if mode == 'train' or not v.checkpoint]
+                results += run_group(args, name, size, mode, variants, device, flops, reference)
     print()
     print_table(results)
     print_ratios(results)
