@@ -131,13 +131,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+#: ``wall``: elapsed time. ``process``: CPU time of this process, all threads; on a shared CPU
+#: with ``--threads 1`` it is barely affected by other programs' load.
+CLOCKS = {'wall': time.perf_counter, 'process': time.process_time}
+
+
+def timed(fn: Callable[[], object], device: torch.device, clock: str = 'wall') -> float:
     """Seconds of one call, device work included."""
+    now = CLOCKS[clock]
     synchronize(device)
-    start = time.perf_counter()
+    start = now()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
 def tensor_bytes(tensors) -> int:
@@ -284,7 +290,7 @@ def run_group(args, name: str, size: int, mode: str, variants: list, device: tor
         for result, fn, _ in runners:
             if result.error is None:
                 try:
-                    result.times_s.append(timed(fn, device))
+                    result.times_s.append(timed(fn, device, args.clock))
                 except Exception as error:
                     result.error = error_text(error)
     for result, fn, resident in runners:
@@ -371,7 +377,7 @@ def print_ratios(results: list) -> None:
 def environment(device: torch.device, threads: int) -> dict:
     info = {
         'python': platform.python_version(), 'torch': torch.__version__, 'platform': platform.platform(),
-        'device': str(device), 'threads': threads, 'command': ' '.join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        'device': str(device), 'threads': threads, 'command': ' '.join(['python'] + sys.argv),
     }
     cpuinfo = Path('/proc/cpuinfo')
     if cpuinfo.exists():
@@ -409,6 +415,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'the first is the baseline of the ratios')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
+                        help='wall time, or the process CPU time (steadier on a shared CPU with --threads 1)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--tile', type=int, default=128, help='tile size of the tiled mode')
@@ -422,6 +430,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         preset_config(name)  # raises a clear error for unknown names
     if args.batch < 1 or args.repeat < 1 or any(s < 1 for s in args.sizes):
         parser.error('--batch, --repeat and --sizes must be positive')
+    if args.clock == 'process' and args.device != 'cpu':
+        parser.error('--clock process measures CPU time: use it with --device cpu')
     return args
 
 
