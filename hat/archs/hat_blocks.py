@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import checkpoint
 
-from hat.archs.hat_attention import OverlapCrossAttention, WindowAttention
+from hat.archs.hat_attention import OverlapCrossAttention, WindowAttention, kernel_head_dim, padded_projection
 
 
 class AttentionInputs(NamedTuple):
@@ -233,7 +233,10 @@ class OCAB(nn.Module):
         h, w = x_size
         b, _, c = x.shape
         dtype = compute_dtype or x.dtype
-        qkv = self.qkv(stream_layer_norm(self.norm1, x, dtype)).view(b, h, w, 3 * c)
+        heads = self.attention.num_heads
+        kernel_d = kernel_head_dim(c // heads, self.attention.fused_attn)
+        qkv = F.linear(stream_layer_norm(self.norm1, x, dtype), *padded_projection(self.qkv, 3, heads, kernel_d))
+        qkv = qkv.view(b, h, w, -1)
         attn_x = self.attention(qkv, self.relative_position_bias_table, rpi)
         x = self.proj(attn_x.reshape(b, h * w, c)) + x
         return x + self.mlp(stream_layer_norm(self.norm2, x, dtype))
