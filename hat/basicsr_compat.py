@@ -157,13 +157,12 @@ def newest_valid_state(opt: dict) -> Optional[str]:
 
 
 def remove_partial_checkpoints(opt: dict) -> None:
-    """Delete the temp files of checkpoint writes cut short by a crash (``.<file>.<random>.tmp``, see HATModel)."""
+    """Delete the temp files of checkpoint writes cut short by a crash (see ``hat.atomic_io``)."""
+    from hat.atomic_io import remove_stale_temp_files
+
     for folder in (opt['path']['models'], opt['path']['training_states']):
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if re.fullmatch(r'\.[^/]+\.(pth|state)\.\w+\.tmp', name):
-                    os.remove(os.path.join(folder, name))
-                    print(f'[hat] removed {name}, a checkpoint write interrupted by a crash', file=sys.stderr)
+        for name in remove_stale_temp_files(folder, ('.pth', '.state', '.safetensors')):
+            print(f'[hat] removed {name}, a checkpoint write interrupted by a crash', file=sys.stderr)
 
 
 def load_resume_state(opt: dict) -> Optional[dict]:

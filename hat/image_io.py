@@ -9,12 +9,13 @@ leaves a half-written image, and an existing file is replaced only when asked.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
 import cv2
 import numpy as np
+
+from hat.atomic_io import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
 
@@ -41,10 +42,6 @@ _ENCODE_PARAMS = {
 
 class ImageReadError(ValueError):
     """A file could not be decoded as an image (corrupt, truncated or not an image)."""
-
-
-class OutputExistsError(FileExistsError):
-    """The output file exists and overwriting was not allowed."""
 
 
 def is_image_path(path: PathLike) -> bool:
@@ -139,58 +136,7 @@ def write_image(path: PathLike, image: np.ndarray, overwrite: bool = False) -> N
 
 
 def write_bytes_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
-    """Write ``data`` to a temporary file next to ``path``, fsync, then move it into place."""
+    """Write ``data`` to ``path`` all or nothing (see ``hat.atomic_io``), creating its folder."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite and path.exists():
-        raise OutputExistsError(f'{path} already exists')
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp_name, path)
-        else:
-            _move_without_replacing(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _move_without_replacing(tmp_name: str, path: Path) -> None:
-    """Rename ``tmp_name`` to ``path`` unless ``path`` exists (atomically where hard links work)."""
-    try:
-        os.link(tmp_name, path)
-    except FileExistsError as error:
-        raise OutputExistsError(f'{path} already exists') from error
-    except OSError:
-        # File systems without hard links: the existence check above is the best we can do.
-        if path.exists():
-            raise OutputExistsError(f'{path} already exists') from None
-        os.replace(tmp_name, path)
-        return
-    os.unlink(tmp_name)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Persist a rename in ``folder`` (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write_bytes(path, data, overwrite)

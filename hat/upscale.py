@@ -22,10 +22,10 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from hat.atomic_io import OutputExistsError
 from hat.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
-    OutputExistsError,
     fit_to_format,
     is_image_path,
     read_image,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import sample_photo
 
+from hat.atomic_io import OutputExistsError
 from hat.image_io import (
     ImageReadError,
-    OutputExistsError,
     encode_image,
     fit_to_format,
     read_image,

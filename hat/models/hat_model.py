@@ -9,8 +9,7 @@ with clear errors for a missing file or one that holds another variant.
 from __future__ import annotations
 
 import os
-import tempfile
-from typing import Any, Optional, Union
+from typing import Optional
 
 import torch
 from basicsr.models.sr_model import SRModel
@@ -20,6 +19,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 
 from hat.archs.hat_arch import HAT
+from hat.atomic_io import atomic_torch_save
 from hat.models.amp import AmpTrainingMixin
 from hat.tiling import tiled_forward
 
@@ -30,28 +30,6 @@ def super_resolve(net: torch.nn.Module, lq: torch.Tensor, scale: int, tile_opt: 
         return net(lq)
     align = getattr(getattr(net, 'module', net), 'window_size', 1)  # through DataParallel/DDP wrappers
     return tiled_forward(net, lq, scale, int(tile_opt['tile_size']), int(tile_opt.get('tile_pad', 32)), align)
-
-
-def atomic_torch_save(obj: Any, path: Union[str, os.PathLike]) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``: all or nothing."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -17,17 +17,8 @@ from typing import Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
+from hat.atomic_io import atomic_write_text
 from hat.data.image_lists import list_image_folder
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync, then rename it into place."""
-    tmp = f'{path}.partial'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def shorter_side(path: str) -> int:
