@@ -15,34 +15,61 @@ from hat import basicsr_compat
 from hat.basicsr_compat import init_dist, normalise_local_rank
 
 
-@pytest.mark.slow
-def test_torchrun_two_cpu_processes_train_with_gloo(tmp_path):
-    train_dir = write_photos(tmp_path / 'hr')
-    opt = tiny_options('ddp', train_dir, None, total_iter=4, logger=dict(save_checkpoint_freq=2))
-    yml = write_options(opt, tmp_path / 'ddp.yml')
-    logs = tmp_path / 'torchrun_logs'
-    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+def torchrun(tmp_path, opt: dict) -> dict[int, str]:
+    """Train ``opt`` with ``torchrun --nproc_per_node=2`` on CPU (gloo); returns each rank's stdout."""
+    yml = write_options(opt, tmp_path / f'{opt["name"]}.yml')
+    logs = tmp_path / f'torchrun_logs_{opt["name"]}'
+    launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                 f'--log-dir={logs}', '--redirects=3', '--no-python']
     entry = command('train', tmp_path, '-opt', str(yml), '--launcher', 'pytorch')
-    result = subprocess.run(torchrun + entry, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+    result = subprocess.run(launcher + entry, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
                             timeout=300)
     rank_out = {int(p.parent.name): p.read_text() for p in logs.rglob('stdout.log')}
-    assert result.returncode == 0, f'{result.stderr[-4000:]}\n{rank_out}'
-
+    rank_err = {int(p.parent.name): p.read_text()[-3000:] for p in logs.rglob('stderr.log')}
+    assert result.returncode == 0, f'{result.stderr[-3000:]}\n{rank_out}\n{rank_err}'
     assert set(rank_out) == {0, 1}
     for rank in (0, 1):
         assert f'[hat] distributed rank {rank} of 2: backend gloo, cpu' in rank_out[rank]
-    assert 'Saving models and training states' not in rank_out[1]
+    return rank_out
 
-    log = train_log(tmp_path, 'ddp')
+
+#: The two runs: validation without EMA (the DDP-wrapped network) at a step that is not the last one, and with EMA.
+DDP_RUNS = {
+    'no_ema': dict(total_iter=4, val_freq=2, train=dict(ema_decay=0), validated_at=[2, 4]),
+    'ema': dict(total_iter=4, val_freq=3, train=dict(ema_decay=0.999), validated_at=[3]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', DDP_RUNS)
+def test_torchrun_two_cpu_processes_train_and_validate_with_gloo(tmp_path, name):
+    run = DDP_RUNS[name]
+    train_dir = write_photos(tmp_path / 'hr')
+    val_dir = write_photos(tmp_path / 'val', size=40, names=('rocket', 'chelsea'))
+    opt = tiny_options(name, train_dir, val_dir, total_iter=run['total_iter'], train=run['train'],
+                       logger=dict(save_checkpoint_freq=2))
+    opt['val'].update(val_freq=run['val_freq'], save_img=True)
+    rank_out = torchrun(tmp_path, opt)
+    assert 'Saving models and training states' not in rank_out[1]
+    assert 'Validation' not in rank_out[1]
+
+    log = train_log(tmp_path, name)
     assert 'world_size: 2' in log and 'End of training' in log
     losses = [float(v) for v in re.findall(r'l_pix: ([-+.\deE]+)', log)]
-    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert len(losses) == run['total_iter'] and all(math.isfinite(v) for v in losses)
+    psnrs = [float(v) for v in re.findall(r'# psnr: ([-+.\deE]+)', log)]
+    assert len(psnrs) == len(run['validated_at']) + 1 and all(math.isfinite(v) for v in psnrs)  # + the final one
+    assert log.index('End of training') > log.index('Validation held_out')  # training went on after validating
 
-    exp = tmp_path / 'experiments' / 'ddp'
+    exp = tmp_path / 'experiments' / name
+    # BasicSR labels the validation after training with the iteration counter past the loop's end (> total_iter).
+    final = max(int(p.stem.split('_')[-1]) for p in exp.glob('visualization/*/*.png'))
+    assert final > run['total_iter']
+    images = [f'visualization/{img}/{img}_{it}.png' for img in ('rocket', 'chelsea')
+              for it in run['validated_at'] + [final]]
     written = sorted(str(p.relative_to(exp)) for p in exp.rglob('*') if p.is_file())
-    assert written == sorted([log_name.name for log_name in exp.glob('train_*.log')] + [
-        'ddp.yml', 'models/net_g_2.pth', 'models/net_g_4.pth', 'models/net_g_latest.pth',
+    assert written == sorted([log_name.name for log_name in exp.glob('train_*.log')] + images + [
+        f'{name}.yml', 'models/net_g_2.pth', 'models/net_g_4.pth', 'models/net_g_latest.pth',
         'training_states/2.state', 'training_states/4.state'])
     weights = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)
     assert not any(k.startswith('module.') for k in weights['params'])

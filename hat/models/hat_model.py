@@ -44,7 +44,12 @@ class HATModel(AmpTrainingMixin, SRModel):
     """
 
     def test(self):
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        """Super-resolve ``self.lq`` with the bare network (EMA if kept), never through the DDP wrapper.
+
+        BasicSR validates on rank 0 only; a DDP forward broadcasts buffers to all ranks, a collective the
+        other ranks never join (gloo fails, NCCL hangs), so inference bypasses the wrapper.
+        """
+        net = self.get_bare_model(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g)
         was_training = net.training
         net.eval()
         with torch.no_grad():
