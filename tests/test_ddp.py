@@ -33,10 +33,12 @@ def torchrun(tmp_path, opt: dict) -> dict[int, str]:
     return rank_out
 
 
-#: The two runs: validation without EMA (the DDP-wrapped network) at a step that is not the last one, and with EMA.
+#: The two runs: validation without EMA (the DDP-wrapped network) at a step that is not the last one, and with a
+#: warmed-up EMA, gradient accumulation (no all-reduce on the first micro-batch: DDP's no_sync) and clipping.
 DDP_RUNS = {
     'no_ema': dict(total_iter=4, val_freq=2, train=dict(ema_decay=0), validated_at=[2, 4]),
-    'ema': dict(total_iter=4, val_freq=3, train=dict(ema_decay=0.999), validated_at=[3]),
+    'ema_accum': dict(total_iter=4, val_freq=3, train=dict(ema_decay=0.999, ema_power=0.75, accum_iter=2,
+                                                         grad_clip=0.5), validated_at=[3]),
 }
 
 
@@ -57,6 +59,9 @@ def test_torchrun_two_cpu_processes_train_and_validate_with_gloo(tmp_path, name)
     assert 'world_size: 2' in log and 'End of training' in log
     losses = [float(v) for v in re.findall(r'l_pix: ([-+.\deE]+)', log)]
     assert len(losses) == run['total_iter'] and all(math.isfinite(v) for v in losses)
+    if 'grad_clip' in run['train']:
+        assert 'Gradient accumulation: 2 micro-batches per optimizer step' in log
+        assert len(re.findall(r'grad_norm: ([-+.\deE]+)', log)) == run['total_iter']
     psnrs = [float(v) for v in re.findall(r'# psnr: ([-+.\deE]+)', log)]
     assert len(psnrs) == len(run['validated_at']) + 1 and all(math.isfinite(v) for v in psnrs)  # + the final one
     assert log.index('End of training') > log.index('Validation held_out')  # training went on after validating
