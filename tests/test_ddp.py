@@ -10,6 +10,8 @@ import sys
 import pytest
 import torch
 from test_train_support import command, subprocess_env, tiny_options, train_log, write_options, write_photos
+from test_train_switches import build, forward_batch_sizes, photo_batch, train_steps
+from torch.nn.parallel import DistributedDataParallel
 
 from hat import basicsr_compat
 from hat.basicsr_compat import init_dist, normalise_local_rank
@@ -78,6 +80,73 @@ def test_torchrun_two_cpu_processes_train_and_validate_with_gloo(tmp_path, name)
         'training_states/2.state', 'training_states/4.state'])
     weights = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)
     assert not any(k.startswith('module.') for k in weights['params'])
+
+
+@pytest.fixture
+def process_group():
+    """A one-process gloo group, enough to wrap networks in DDP in this process."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    torch.distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def realhat_gan_options(root) -> dict:
+    """The Real-HAT GAN recipe on a tiny HAT without EMA, as a distributed run on CPU."""
+    from test_realhat import GAN_YML, as_parsed, tiny
+
+    opt = as_parsed(tiny(GAN_YML, {'hr': str(root), 'meta_info': str(root / 'meta_info.txt'), 'lr': str(root)}), root)
+    opt['path']['pretrain_network_g'] = None
+    opt['train']['ema_decay'] = 0
+    opt['dist'] = True
+    return opt
+
+
+@pytest.mark.parametrize('model_type', ['HATModel', 'RealHATGANModel'])
+def test_inference_runs_the_bare_network_never_the_ddp_wrapper(tmp_path, process_group, monkeypatch, model_type):
+    from basicsr.models import build_model
+
+    model = build(tmp_path, dist=True, ema_decay=0) if model_type == 'HATModel' else build_model(
+        realhat_gan_options(tmp_path))
+    nets = [model.net_g] + ([model.net_d] if hasattr(model, 'net_d') else [])
+    assert all(isinstance(net, DistributedDataParallel) for net in nets) and not hasattr(model, 'net_g_ema')
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError('DDP forward at inference: a collective that only the validating rank reaches')
+
+    monkeypatch.setattr(DistributedDataParallel, 'forward', refuse)
+    model.is_train = False  # as BasicSR's validation does for the Real-HAT models
+    lq = photo_batch()['lq'][:1]
+    scale = model.opt['scale']
+    for tile in (None, {'tile_size': 8, 'tile_pad': 4}):
+        model.opt['tile'] = tile
+        model.feed_data({'lq': lq})
+        model.test()
+        assert model.output.shape == (1, 3, lq.shape[2] * scale, lq.shape[3] * scale)
+    assert model.net_g.module.training  # back in training mode for the next step
+
+
+def test_ddp_all_reduces_once_per_optimizer_step(tmp_path, process_group):
+    all_reduces = {}
+    for accum_iter in (1, 4):
+        model = build(tmp_path, dist=True, accum_iter=accum_iter)
+        assert isinstance(model.net_g, DistributedDataParallel)
+        calls: list[int] = []
+
+        def count(state, bucket):
+            state.append(bucket.index())
+            future = torch.futures.Future()
+            future.set_result(bucket.buffer())
+            return future
+
+        model.net_g.register_comm_hook(calls, count)
+        sizes = forward_batch_sizes(model)
+        train_steps(model, photo_batch(), steps=1)
+        assert sizes == [8 // accum_iter] * accum_iter
+        all_reduces[accum_iter] = len(calls)
+    assert all_reduces[4] == all_reduces[1] > 0  # no all-reduce in the backward of the first three micro-batches
 
 
 def test_local_rank_spellings_reach_basicsr_as_local_rank():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-import socket
+from functools import cache
 
 import pytest
 import torch
@@ -40,14 +40,19 @@ def build(tmp_path, **kwargs) -> HATModel:
     return HATModel(options(tmp_path, **kwargs))
 
 
-@pytest.fixture(scope='module')
-def batch() -> dict:
+@cache
+def photo_batch() -> dict:
     """Eight 32x32 HR crops of two photos and their bicubic LR."""
     photos = [to_tensor(sample_photo(name)) for name in ('astronaut', 'coffee')]
     gt = torch.cat([photo[..., 60 + 37 * i:92 + 37 * i, 100 + 23 * i:132 + 23 * i] for photo in photos
                     for i in range(4)])
     lq = F.interpolate(gt, scale_factor=0.5, mode='bicubic', antialias=True).clamp(0, 1)
     return {'lq': lq, 'gt': gt}
+
+
+@pytest.fixture
+def batch() -> dict:
+    return photo_batch()
 
 
 def forward_batch_sizes(model: HATModel) -> list[int]:
@@ -133,38 +138,6 @@ def test_resume_after_a_kill_during_accumulation_continues_from_a_clean_step(tmp
     resumed.feed_data(batch)
     resumed.optimize_parameters(2)
     assert max_difference(resumed.net_g, reference.net_g) < 1e-6
-
-
-@pytest.fixture
-def process_group():
-    """A one-process gloo group, enough to wrap the network in DDP in this process."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    torch.distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
-    yield
-    torch.distributed.destroy_process_group()
-
-
-def test_ddp_all_reduces_once_per_optimizer_step(tmp_path, batch, process_group):
-    all_reduces = {}
-    for accum_iter in (1, 4):
-        model = build(tmp_path, dist=True, accum_iter=accum_iter)
-        assert isinstance(model.net_g, torch.nn.parallel.DistributedDataParallel)
-        calls: list[int] = []
-
-        def count(state, bucket):
-            state.append(bucket.index())
-            future = torch.futures.Future()
-            future.set_result(bucket.buffer())
-            return future
-
-        model.net_g.register_comm_hook(calls, count)
-        sizes = forward_batch_sizes(model)
-        train_steps(model, batch, steps=1)
-        assert sizes == [8 // accum_iter] * accum_iter
-        all_reduces[accum_iter] = len(calls)
-    assert all_reduces[4] == all_reduces[1] > 0  # no all-reduce in the backward of the first three micro-batches
 
 
 @pytest.mark.parametrize('amp', [{}, dict(use_amp=True, amp_dtype='fp16')])
