@@ -357,10 +357,16 @@ def set_pairs(model, gt_size: int = 32) -> None:
     model.lq = F.interpolate(gt, scale_factor=0.25, mode='bicubic', antialias=True).clamp(0, 1)
 
 
-def test_gan_step_with_accumulation_trains_like_basicsr_step_on_the_whole_batch(photos, tmp_path):
+@pytest.mark.parametrize('extra', [{}, dict(ldl_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean'))],
+                         ids=['recipe', 'with_basicsr_ldl_loss'])
+def test_gan_step_with_accumulation_trains_like_basicsr_step_on_the_whole_batch(photos, tmp_path, extra):
     from basicsr.models.realesrgan_model import RealESRGANModel
 
-    ours, theirs = gan_model(photos, tmp_path, accum_iter=BATCH), gan_model(photos, tmp_path)
+    ours, theirs = gan_model(photos, tmp_path, accum_iter=BATCH, **extra), gan_model(photos, tmp_path, **extra)
+    for model in (ours, theirs):  # LDL's map keeps pixels where the EMA's error is the larger: make the EMA differ
+        torch.manual_seed(1)  # from the network, or float noise would decide for every pixel
+        for p in model.net_g_ema.parameters():
+            p.data.add_(torch.randn_like(p), alpha=0.01)
     for model in (ours, theirs):  # spectral norm's power iteration runs once per D forward (more when accumulating)
         model.net_d.eval()  # but not in eval mode, the only thing eval changes in this discriminator
     sizes = []
@@ -376,7 +382,7 @@ def test_gan_step_with_accumulation_trains_like_basicsr_step_on_the_whole_batch(
             ours_grad, theirs_grad = (torch.cat([p.grad.flatten() for p in getattr(model, name).parameters()])
                                       for model in (ours, theirs))
             assert (ours_grad - theirs_grad).norm() < 1e-4 * theirs_grad.norm(), name
-    assert sizes == [1] * 2 * BATCH
+    assert sizes == [1] * 2 * BATCH  # two steps of BATCH micro-batches of one image
 
 
 def test_gan_trains_with_amp_accumulation_and_clipping(photos, tmp_path):
