@@ -10,42 +10,143 @@ import sys
 import pytest
 import torch
 from test_train_support import command, subprocess_env, tiny_options, train_log, write_options, write_photos
+from test_train_switches import build, forward_batch_sizes, photo_batch, train_steps
+from torch.nn.parallel import DistributedDataParallel
 
 from hat import basicsr_compat
 from hat.basicsr_compat import init_dist, normalise_local_rank
 
 
-@pytest.mark.slow
-def test_torchrun_two_cpu_processes_train_with_gloo(tmp_path):
-    train_dir = write_photos(tmp_path / 'hr')
-    opt = tiny_options('ddp', train_dir, None, total_iter=4, logger=dict(save_checkpoint_freq=2))
-    yml = write_options(opt, tmp_path / 'ddp.yml')
-    logs = tmp_path / 'torchrun_logs'
-    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+def torchrun(tmp_path, opt: dict) -> dict[int, str]:
+    """Train ``opt`` with ``torchrun --nproc_per_node=2`` on CPU (gloo); returns each rank's stdout."""
+    yml = write_options(opt, tmp_path / f'{opt["name"]}.yml')
+    logs = tmp_path / f'torchrun_logs_{opt["name"]}'
+    launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                 f'--log-dir={logs}', '--redirects=3', '--no-python']
     entry = command('train', tmp_path, '-opt', str(yml), '--launcher', 'pytorch')
-    result = subprocess.run(torchrun + entry, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+    result = subprocess.run(launcher + entry, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
                             timeout=300)
     rank_out = {int(p.parent.name): p.read_text() for p in logs.rglob('stdout.log')}
-    assert result.returncode == 0, f'{result.stderr[-4000:]}\n{rank_out}'
-
+    rank_err = {int(p.parent.name): p.read_text()[-3000:] for p in logs.rglob('stderr.log')}
+    assert result.returncode == 0, f'{result.stderr[-3000:]}\n{rank_out}\n{rank_err}'
     assert set(rank_out) == {0, 1}
     for rank in (0, 1):
         assert f'[hat] distributed rank {rank} of 2: backend gloo, cpu' in rank_out[rank]
-    assert 'Saving models and training states' not in rank_out[1]
+    return rank_out
 
-    log = train_log(tmp_path, 'ddp')
+
+#: The two runs: validation without EMA (the DDP-wrapped network) at a step that is not the last one, and with a
+#: warmed-up EMA, gradient accumulation (no all-reduce on the first micro-batch: DDP's no_sync) and clipping.
+DDP_RUNS = {
+    'no_ema': dict(total_iter=4, val_freq=2, train=dict(ema_decay=0), validated_at=[2, 4]),
+    'ema_accum': dict(total_iter=4, val_freq=3, train=dict(ema_decay=0.999, ema_power=0.75, accum_iter=2,
+                                                         grad_clip=0.5), validated_at=[3]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', DDP_RUNS)
+def test_torchrun_two_cpu_processes_train_and_validate_with_gloo(tmp_path, name):
+    run = DDP_RUNS[name]
+    train_dir = write_photos(tmp_path / 'hr')
+    val_dir = write_photos(tmp_path / 'val', size=40, names=('rocket', 'chelsea'))
+    opt = tiny_options(name, train_dir, val_dir, total_iter=run['total_iter'], train=run['train'],
+                       logger=dict(save_checkpoint_freq=2))
+    opt['val'].update(val_freq=run['val_freq'], save_img=True)
+    rank_out = torchrun(tmp_path, opt)
+    assert 'Saving models and training states' not in rank_out[1]
+    assert 'Validation' not in rank_out[1]
+
+    log = train_log(tmp_path, name)
     assert 'world_size: 2' in log and 'End of training' in log
     losses = [float(v) for v in re.findall(r'l_pix: ([-+.\deE]+)', log)]
-    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert len(losses) == run['total_iter'] and all(math.isfinite(v) for v in losses)
+    if 'grad_clip' in run['train']:
+        assert 'Gradient accumulation: 2 micro-batches per optimizer step' in log
+        assert len(re.findall(r'grad_norm: ([-+.\deE]+)', log)) == run['total_iter']
+    psnrs = [float(v) for v in re.findall(r'# psnr: ([-+.\deE]+)', log)]
+    assert len(psnrs) == len(run['validated_at']) + 1 and all(math.isfinite(v) for v in psnrs)  # + the final one
+    assert log.index('End of training') > log.index('Validation held_out')  # training went on after validating
 
-    exp = tmp_path / 'experiments' / 'ddp'
+    exp = tmp_path / 'experiments' / name
+    # BasicSR labels the validation after training with the iteration counter past the loop's end (> total_iter).
+    final = max(int(p.stem.split('_')[-1]) for p in exp.glob('visualization/*/*.png'))
+    assert final > run['total_iter']
+    images = [f'visualization/{img}/{img}_{it}.png' for img in ('rocket', 'chelsea')
+              for it in run['validated_at'] + [final]]
     written = sorted(str(p.relative_to(exp)) for p in exp.rglob('*') if p.is_file())
-    assert written == sorted([log_name.name for log_name in exp.glob('train_*.log')] + [
-        'ddp.yml', 'models/net_g_2.pth', 'models/net_g_4.pth', 'models/net_g_latest.pth',
+    assert written == sorted([log_name.name for log_name in exp.glob('train_*.log')] + images + [
+        f'{name}.yml', 'models/net_g_2.pth', 'models/net_g_4.pth', 'models/net_g_latest.pth',
         'training_states/2.state', 'training_states/4.state'])
     weights = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)
     assert not any(k.startswith('module.') for k in weights['params'])
+
+
+@pytest.fixture
+def process_group():
+    """A one-process gloo group, enough to wrap networks in DDP in this process."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    torch.distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def realhat_gan_options(root) -> dict:
+    """The Real-HAT GAN recipe on a tiny HAT without EMA, as a distributed run on CPU."""
+    from test_realhat import GAN_YML, as_parsed, tiny
+
+    opt = as_parsed(tiny(GAN_YML, {'hr': str(root), 'meta_info': str(root / 'meta_info.txt'), 'lr': str(root)}), root)
+    opt['path']['pretrain_network_g'] = None
+    opt['train']['ema_decay'] = 0
+    opt['dist'] = True
+    return opt
+
+
+@pytest.mark.parametrize('model_type', ['HATModel', 'RealHATGANModel'])
+def test_inference_runs_the_bare_network_never_the_ddp_wrapper(tmp_path, process_group, monkeypatch, model_type):
+    from basicsr.models import build_model
+
+    model = build(tmp_path, dist=True, ema_decay=0) if model_type == 'HATModel' else build_model(
+        realhat_gan_options(tmp_path))
+    nets = [model.net_g] + ([model.net_d] if hasattr(model, 'net_d') else [])
+    assert all(isinstance(net, DistributedDataParallel) for net in nets) and not hasattr(model, 'net_g_ema')
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError('DDP forward at inference: a collective that only the validating rank reaches')
+
+    monkeypatch.setattr(DistributedDataParallel, 'forward', refuse)
+    model.is_train = False  # as BasicSR's validation does for the Real-HAT models
+    lq = photo_batch()['lq'][:1]
+    scale = model.opt['scale']
+    for tile in (None, {'tile_size': 8, 'tile_pad': 4}):
+        model.opt['tile'] = tile
+        model.feed_data({'lq': lq})
+        model.test()
+        assert model.output.shape == (1, 3, lq.shape[2] * scale, lq.shape[3] * scale)
+    assert model.net_g.module.training  # back in training mode for the next step
+
+
+def test_ddp_all_reduces_once_per_optimizer_step(tmp_path, process_group):
+    all_reduces = {}
+    for accum_iter in (1, 4):
+        model = build(tmp_path, dist=True, accum_iter=accum_iter)
+        assert isinstance(model.net_g, DistributedDataParallel)
+        calls: list[int] = []
+
+        def count(state, bucket):
+            state.append(bucket.index())
+            future = torch.futures.Future()
+            future.set_result(bucket.buffer())
+            return future
+
+        model.net_g.register_comm_hook(calls, count)
+        sizes = forward_batch_sizes(model)
+        train_steps(model, photo_batch(), steps=1)
+        assert sizes == [8 // accum_iter] * accum_iter
+        all_reduces[accum_iter] = len(calls)
+    assert all_reduces[4] == all_reduces[1] > 0  # no all-reduce in the backward of the first three micro-batches
 
 
 def test_local_rank_spellings_reach_basicsr_as_local_rank():

@@ -333,3 +333,74 @@ def test_degradations_pool_and_gan_step_run_on_the_gpu(photos, batch, tmp_path):
         model.optimize_parameters(step)
         assert all(np.isfinite(value) for value in model.log_dict.values())
     assert model.lq.shape == (BATCH, 3, GT_SIZE // 4, GT_SIZE // 4)
+
+
+# ---------------------------------------------- GAN step and switches ----------------------------------------------
+
+
+def gan_model(photos: dict, root: Path, **train):
+    """The GAN recipe on a tiny HAT from scratch, with ``train`` switches on top, built with fixed initial weights."""
+    opt = tiny(GAN_YML, photos, gt_size=32)
+    opt['path']['pretrain_network_g'] = None
+    opt['network_g']['drop_path_rate'] = 0.0  # no stochastic depth: the steps compared are deterministic
+    opt['train'].update(train)
+    reseed()
+    return build(opt, root)
+
+
+def set_pairs(model, gt_size: int = 32) -> None:
+    """Real photo crops as the step's GT (sharpened and not) and their bicubic LR, without the degradation pipeline."""
+    from basicsr.utils import USMSharp
+
+    gt = torch.cat([to_tensor(sample_photo(name)[100:100 + gt_size, 150:150 + gt_size]) for name in HR_PHOTOS[:BATCH]])
+    model.gt, model.gt_usm = gt, USMSharp()(gt)
+    model.lq = F.interpolate(gt, scale_factor=0.25, mode='bicubic', antialias=True).clamp(0, 1)
+
+
+@pytest.mark.parametrize('extra', [{}, dict(ldl_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean'))],
+                         ids=['recipe', 'with_basicsr_ldl_loss'])
+def test_gan_step_with_accumulation_trains_like_basicsr_step_on_the_whole_batch(photos, tmp_path, extra):
+    from basicsr.models.realesrgan_model import RealESRGANModel
+
+    ours, theirs = gan_model(photos, tmp_path, accum_iter=BATCH, **extra), gan_model(photos, tmp_path, **extra)
+    for model in (ours, theirs):  # LDL's map keeps pixels where the EMA's error is the larger: make the EMA differ
+        torch.manual_seed(1)  # from the network, or float noise would decide for every pixel
+        for p in model.net_g_ema.parameters():
+            p.data.add_(torch.randn_like(p), alpha=0.01)
+    for model in (ours, theirs):  # spectral norm's power iteration runs once per D forward (more when accumulating)
+        model.net_d.eval()  # but not in eval mode, the only thing eval changes in this discriminator
+    sizes = []
+    ours.net_g.register_forward_hook(lambda module, args, output: sizes.append(len(args[0])))
+    for step in (1, 2):
+        for model in (ours, theirs):
+            set_pairs(model)
+        ours.optimize_parameters(step)
+        RealESRGANModel.optimize_parameters(theirs, step)
+        assert ours.log_dict.keys() == theirs.log_dict.keys()
+        assert ours.log_dict == pytest.approx(theirs.log_dict, rel=1e-4)
+        for name in ('net_g', 'net_d'):  # gradients, not weights: Adam's first steps are lr * sign(gradient)
+            ours_grad, theirs_grad = (torch.cat([p.grad.flatten() for p in getattr(model, name).parameters()])
+                                      for model in (ours, theirs))
+            assert (ours_grad - theirs_grad).norm() < 1e-4 * theirs_grad.norm(), name
+    assert sizes == [1] * 2 * BATCH  # two steps of BATCH micro-batches of one image
+
+
+def test_gan_trains_with_amp_accumulation_and_clipping(photos, tmp_path):
+    model = gan_model(photos, tmp_path, use_amp=True, amp_dtype='bf16', accum_iter=BATCH, grad_clip=1.0)
+    assert model.use_amp
+    seen = {'g': [], 'd': []}
+    for key, net in (('g', model.net_g.layers[0].residual_group.blocks[0].mlp.fc1), ('d', model.net_d.conv0)):
+        net.register_forward_hook(lambda module, args, out, key=key: seen[key].append((len(args[0]), out.dtype)))
+    before = {name: copy.deepcopy(getattr(model, name).state_dict()) for name in ('net_g', 'net_d')}
+    for step in (1, 2):
+        set_pairs(model)
+        model.optimize_parameters(step)
+        assert all(np.isfinite(value) for value in model.log_dict.values())
+    assert set(seen['g']) == {(1, torch.bfloat16)}  # micro-batches of one image, in bfloat16
+    assert set(seen['d']) == {(1, torch.bfloat16)}
+    assert len(seen['g']) == 2 * BATCH and len(seen['d']) == 3 * 2 * BATCH  # D: G's loss, real, fake
+    assert {'grad_norm_g', 'grad_norm_d', 'l_g_gan', 'l_d_real'} <= model.log_dict.keys()
+    for name, state in before.items():
+        after = getattr(model, name).state_dict()
+        assert all(after[key].dtype == value.dtype for key, value in state.items())
+        assert any(not torch.equal(after[key], value) for key, value in state.items()), name

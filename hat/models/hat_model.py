@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hat.archs.hat_arch import HAT
 from hat.atomic_io import atomic_torch_save
-from hat.models.amp import AmpTrainingMixin
+from hat.models.train_step import TrainStepMixin
 from hat.tiling import tiled_forward
 
 
@@ -37,14 +37,20 @@ def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @MODEL_REGISTRY.register()
-class HATModel(AmpTrainingMixin, SRModel):
+class HATModel(TrainStepMixin, SRModel):
     """SR model for HAT; validation and testing take any image size, and tiles if ``tile`` is set.
 
-    Training runs in mixed precision with ``train: {use_amp: true, amp_dtype: bf16|fp16}`` (hat.models.amp).
+    Training switches (``train``: ``use_amp``, ``amp_dtype``, ``accum_iter``, ``grad_clip``, ``ema_power``) are
+    described in hat.models.train_switches.
     """
 
     def test(self):
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        """Super-resolve ``self.lq`` with the bare network (EMA if kept), never through the DDP wrapper.
+
+        BasicSR validates on rank 0 only; a DDP forward broadcasts buffers to all ranks, a collective the
+        other ranks never join (gloo fails, NCCL hangs), so inference bypasses the wrapper.
+        """
+        net = self.get_bare_model(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g)
         was_training = net.training
         net.eval()
         with torch.no_grad():

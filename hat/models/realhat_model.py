@@ -6,11 +6,15 @@ degradations (blur, resize, noise, JPEG, sinc) synthesized per batch on the fly,
 it and fix what it gets wrong for us: it moves its JPEG/USM modules and the pool to the GPU with
 ``.cuda()``, so here they live on the model's device (CPU or GPU); and on today's PyTorch its
 ``DiffJPEG`` returns channels-last tensors that its own ``filter2D`` cannot ``.view``, so ours returns
-contiguous ones. Validation and testing use ``HATModel``'s inference (any image size, optional tiles).
+contiguous ones. Validation and testing use ``HATModel``'s inference (any image size, optional tiles),
+and both models train with its switches (AMP, accumulation, clipping, EMA warm-up: hat.models.train_switches).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
+from basicsr.losses.loss_util import get_refined_artifact_map
 from basicsr.models.realesrgan_model import RealESRGANModel
 from basicsr.models.realesrnet_model import RealESRNetModel
 from basicsr.utils import DiffJPEG, USMSharp
@@ -18,6 +22,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 import hat.losses  # noqa: F401  (registers LocalVGGPerceptualLoss for the GAN recipe)
 from hat.models.hat_model import HATModel
+from hat.models.train_step import add_weighted
 
 #: Options that basicsr's degradation code reads (``opt[key]``) when it synthesizes training pairs.
 DEGRADATION_KEYS = (
@@ -104,3 +109,83 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
         self.check_degradation_options(opt)
         super(RealESRGANModel, self).__init__(opt)  # skips only RealESRGANModel.__init__, which calls .cuda()
         self._setup_degradation(opt)
+
+    def init_training_settings(self) -> None:
+        self.setup_train_switches()  # SRGANModel's init_training_settings does not reach HATModel's
+        super().init_training_settings()
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """RealESRGANModel's generator and discriminator steps, with AMP, accumulation, clipping and EMA warm-up.
+
+        Each micro-batch runs the generator (its losses against the discriminator of this step, whose
+        weights are frozen meanwhile) and the discriminator on the real and the generated images; both
+        optimizers step once all micro-batches have added their gradients.
+        """
+        targets = [self.gt if self.opt[key] is False else self.gt_usm for key in ('l1_gt_usm', 'percep_gt_usm',
+                                                                                   'gan_gt_usm')]
+        train_g = current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        parts = list(self.switches.micro_batches(self.lq, self.gt, *targets))
+        losses: OrderedDict[str, torch.Tensor] = OrderedDict()
+        outputs = []
+        for index, (weight, (lq, gt, l1_gt, percep_gt, gan_gt)) in enumerate(parts):
+            with self.gradient_sync(index == len(parts) - 1, self.net_g, self.net_d):
+                output, part = self._generator_pass(lq, gt, l1_gt, percep_gt, weight, train_g)
+                part.update(self._discriminator_pass(output, gan_gt, weight))
+            add_weighted(losses, part, weight)
+            outputs.append(output)
+        self.output = torch.cat(outputs)
+        if train_g:
+            norm_g = self.step_optimizer(self.optimizer_g, self.net_g)
+            if norm_g is not None:
+                losses['grad_norm_g'] = norm_g
+        norm_d = self.step_optimizer(self.optimizer_d, self.net_d)
+        if norm_d is not None:
+            losses['grad_norm_d'] = norm_d
+        self.grad_scaler.update()
+        self.update_ema(current_iter)
+        self.log_dict = self.reduce_loss_dict(losses)
+
+    def _generator_pass(self, lq, gt, l1_gt, percep_gt, weight: float, train_g: bool):
+        """Generate a micro-batch and, on generator steps, back-propagate its losses; returns the detached output."""
+        for p in self.net_d.parameters():
+            p.requires_grad = False
+        losses = OrderedDict()
+        with torch.set_grad_enabled(train_g):
+            with self.autocast():
+                output = self.net_g(lq)
+            output = output.float()
+            if not train_g:
+                return output.detach(), losses
+            if self.cri_pix:
+                losses['l_g_pix'] = self.cri_pix(output, l1_gt)
+            if self.cri_ldl:
+                with torch.no_grad(), self.autocast():
+                    output_ema = self.net_g_ema(lq)
+                pixel_weight = get_refined_artifact_map(gt, output, output_ema.float(), 7)
+                losses['l_g_ldl'] = self.cri_ldl(pixel_weight * output, pixel_weight * gt)
+            if self.cri_perceptual:
+                l_percep, l_style = self.cri_perceptual(output, percep_gt)
+                for name, value in (('l_g_percep', l_percep), ('l_g_style', l_style)):
+                    if value is not None:
+                        losses[name] = value
+            with self.autocast():
+                fake_pred = self.net_d(output)
+            losses['l_g_gan'] = self.cri_gan(fake_pred.float(), True, is_disc=False)
+            self.grad_scaler.scale(sum(losses.values()) * weight).backward()
+        return output.detach(), losses
+
+    def _discriminator_pass(self, output: torch.Tensor, gan_gt: torch.Tensor, weight: float):
+        """Back-propagate the discriminator's losses on a real and a generated micro-batch."""
+        for p in self.net_d.parameters():
+            p.requires_grad = True
+        losses = OrderedDict()
+        for name, images, real in (('real', gan_gt, True), ('fake', output, False)):
+            with self.autocast():
+                pred = self.net_d(images).float()
+            loss = self.cri_gan(pred, real, is_disc=True)
+            self.grad_scaler.scale(loss * weight).backward()
+            losses[f'l_d_{name}'] = loss
+            losses[f'out_d_{name}'] = pred.detach().mean()
+        return losses

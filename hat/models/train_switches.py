@@ -1,0 +1,98 @@
+"""The training switches of HAT's models, read and checked from the options' ``train`` section::
+
+    train:
+      accum_iter: 1      # forward/backward passes per optimizer step (gradient accumulation)
+      grad_clip: ~       # clip the global L2 gradient norm to this value; the pre-clip norm is logged
+      ema_power: ~       # EMA warm-up: decay at step t is min(ema_decay, 1 - (1 + t) ** -ema_power)
+      use_amp: false     # mixed precision: autocast forward, float32 weights and losses
+      amp_dtype: bf16    # bf16 or fp16 (fp16 also scales the loss with a GradScaler)
+
+One iteration of ``hat/train.py`` is one optimizer step: with ``accum_iter: N`` each loaded batch
+(``batch_size_per_gpu`` images) is split into N micro-batches that run forward and backward one
+after the other, and their gradients add up to those of the whole batch (each micro-batch loss is
+weighted by its share of the batch). ``total_iter``, the scheduler, warm-up, EMA, logs, checkpoints
+and validation all count optimizer steps, so a recipe keeps its schedule, and a run killed during
+accumulation resumes from a checkpoint that lies between two steps.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+
+AMP_DTYPES = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16, 'fp16': torch.float16, 'float16': torch.float16}
+
+
+def _positive_number(train_opt: dict, key: str) -> Optional[float]:
+    value = train_opt.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f'train: {key} must be a positive number (or left out to switch it off), got {value!r}')
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TrainSwitches:
+    """AMP, gradient accumulation, gradient clipping and EMA warm-up of one training run."""
+
+    use_amp: bool = False
+    amp_dtype: torch.dtype = torch.bfloat16
+    accum_iter: int = 1
+    grad_clip: Optional[float] = None
+    ema_power: Optional[float] = None
+
+    @classmethod
+    def from_options(cls, opt: dict) -> TrainSwitches:
+        """The switches of a parsed option file, with one clear error for each value that is not accepted."""
+        train_opt = opt.get('train') or {}
+        use_amp = train_opt.get('use_amp', False)
+        if not isinstance(use_amp, bool):
+            raise ValueError(f'train: use_amp must be true or false, got {use_amp!r}')
+        name = str(train_opt.get('amp_dtype', 'bf16')).lower()
+        if name not in AMP_DTYPES:
+            raise ValueError(f'train: amp_dtype {name!r} is not supported: use bf16 or fp16')
+        accum_iter = train_opt.get('accum_iter', 1)
+        if isinstance(accum_iter, bool) or not isinstance(accum_iter, int) or accum_iter < 1:
+            raise ValueError(f'train: accum_iter must be a whole number >= 1 (1: no accumulation), got {accum_iter!r}')
+        batch = (opt.get('datasets') or {}).get('train', {}).get('batch_size_per_gpu')
+        if isinstance(batch, int) and accum_iter > batch:
+            raise ValueError(f'train: accum_iter {accum_iter} splits each batch into {accum_iter} micro-batches, more '
+                             f'than batch_size_per_gpu {batch} has images; batch_size_per_gpu is the batch of one '
+                             'optimizer step: raise it or lower accum_iter')
+        ema_power = _positive_number(train_opt, 'ema_power')
+        if ema_power is not None and not train_opt.get('ema_decay', 0) > 0:
+            raise ValueError('train: ema_power warms up the EMA, but ema_decay is 0 (no EMA): set ema_decay or remove '
+                             'ema_power')
+        return cls(use_amp, AMP_DTYPES[name], accum_iter, _positive_number(train_opt, 'grad_clip'), ema_power)
+
+    @property
+    def scales_loss(self) -> bool:
+        """Whether gradients pass through a GradScaler (float16 autocast, whose gradients can underflow)."""
+        return self.use_amp and self.amp_dtype == torch.float16
+
+    def ema_decay_at(self, ema_decay: float, step: int) -> float:
+        """The EMA decay for optimizer step ``step``: ``ema_decay``, or lower early on when ``ema_power`` is set.
+
+        With ``ema_power`` p the EMA starts by tracking the network (decay 0 at step 0) and reaches
+        ``ema_decay`` after ``(1 - ema_decay) ** (-1 / p)`` steps (10,000 for 0.999 and p = 3/4).
+        """
+        if self.ema_power is None:
+            return ema_decay
+        return min(ema_decay, 1.0 - (1.0 + step) ** -self.ema_power)
+
+    def micro_batches(self, *tensors: torch.Tensor) -> Iterator[tuple[float, tuple[torch.Tensor, ...]]]:
+        """``(weight, chunks)`` for each of the ``accum_iter`` micro-batches; weights: shares of the batch (sum 1)."""
+        size = tensors[0].shape[0]
+        splits = [torch.tensor_split(t, self.accum_iter) for t in tensors]
+        for chunks in zip(*splits):
+            if chunks[0].shape[0]:
+                yield chunks[0].shape[0] / size, chunks
+
+
+def check_train_switches(opt: dict) -> None:
+    """Refuse bad training switches before anything is written (for the option checks of ``hat/train.py``)."""
+    if opt.get('is_train', True) and opt.get('train'):
+        TrainSwitches.from_options(opt)
