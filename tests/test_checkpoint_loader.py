@@ -195,3 +195,12 @@ def test_safetensors_header_that_lies_about_sizes(tmp_path, tiny_state):
     path.write_bytes(data[:8] + b'{"a": ' + data[14:])
     with pytest.raises(CheckpointError, match='damaged safetensors header'):
         load_hat(path)
+
+
+def test_settings_weights_do_not_record_come_from_the_presets(tiny_state, monkeypatch):
+    from hat.archs import hat_presets
+
+    assert {k: infer_config(tiny_state)[k] for k in hat_presets.UNRECORDED_DEFAULTS} == \
+        {k: hat_presets.PRESETS['HAT_SRx4'][k] for k in hat_presets.UNRECORDED_DEFAULTS}
+    monkeypatch.setitem(hat_presets.UNRECORDED_DEFAULTS, 'conv_scale', 0.02)  # one home: change it there only
+    assert infer_config(tiny_state)['conv_scale'] == 0.02
