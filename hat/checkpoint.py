@@ -119,12 +119,15 @@ def _file_format(path: str) -> str:
     if size == 0:
         raise CheckpointError(f'{path!r} is empty (0 bytes), not a checkpoint: a download or copy that did not '
                               'finish; fetch the file again')
-    with open(path, 'rb') as handle:
-        head = handle.read(256)
+    try:
+        with open(path, 'rb') as handle:
+            head = handle.read(256)
+    except OSError as error:
+        raise CheckpointError(f'cannot open {path!r}: {error.strerror or error}') from error
     if head.startswith(b'PK\x03\x04') or head.startswith(b'\x80'):
         return 'pth'  # torch.save's zip archive, or a pickle (the legacy torch format)
-    if len(head) > 8 and head[8:9] == b'{':
-        return 'safetensors'
+    if len(head) > 8 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') < 2 ** 40:
+        return 'safetensors'  # an 8-byte header size, then the JSON header
     lowered = head.lower().lstrip()
     if lowered.startswith(b'version https://git-lfs'):
         raise CheckpointError(f'{path!r} is a Git LFS pointer, not the weights: run `git lfs pull` in its '
