@@ -132,3 +132,17 @@ def test_command_line_without_and_with_debug(tmp_path, python):
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and 'Traceback' in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ['empty.pth']
+
+
+def test_config_option_records_what_weights_do_not_show(tmp_path, training_checkpoint):
+    import yaml
+
+    source, _, ema = training_checkpoint
+    options = tmp_path / 'train.yml'
+    options.write_text(yaml.safe_dump({'network_g': {'type': 'HAT', **TINY_CONFIG, 'img_range': 255.0}}))
+    assert main([str(source), str(tmp_path / 'model.safetensors'), '--config', str(options)]) == 0
+    model = load_hat(tmp_path / 'model.safetensors')
+    assert model.img_range == 255.0
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), load_hat(ema, img_range=255.0)(x))
