@@ -32,10 +32,11 @@ setup(
         'opencv-python',
         'lmdb',
         'pyyaml',
+        'safetensors',
         'tqdm',
     ],
     extras_require={
-        'test': ['pytest>=7', 'scikit-image', 'ruff', 'onnx', 'onnxscript', 'onnxruntime'],
+        'test': ['pytest>=7', 'scikit-image', 'ruff', 'onnx', 'onnxscript', 'onnxruntime', 'spandrel'],
     },
     entry_points={'console_scripts': ['hat-upscale=hat.upscale:main']},
     classifiers=[

@@ -146,11 +146,14 @@ def newest_valid_state(opt: dict) -> Optional[str]:
     labels = [key[len('network_'):] for key in opt if key.startswith('network_') and key not in ignored]
     iters = sorted((int(name[:-len('.state')]) for name in os.listdir(states_dir)
                     if re.fullmatch(r'\d+\.state', name)), reverse=True)
+    from hat.checkpoint import network_files, readable
+
     for it in iters:
         path = os.path.join(states_dir, f'{it}.state')
         state = _loads(path)
-        networks = [os.path.join(models_dir, f'net_{label}_{it}.pth') for label in labels]
-        if isinstance(state, dict) and state.get('iter') == it and all(_loads(p) is not None for p in networks):
+        networks = [network_files(models_dir, label, it) for label in labels]  # .pth or .safetensors
+        if isinstance(state, dict) and state.get('iter') == it and all(
+                files and all(readable(p) for p in files) for files in networks):
             return path
         print(f'[hat] skipping training state {path}: it or its network files do not load', file=sys.stderr)
     return None
@@ -184,7 +187,18 @@ def load_resume_state(opt: dict) -> Optional[dict]:
         raise ValueError(f'training state {path!r} does not load (truncated or not a BasicSR .state file); '
                          'pick an older one or use --auto_resume, which skips broken states')
     check_resume(opt, state['iter'])
+    _prefer_existing_network_files(opt, state['iter'])
     return state
+
+
+def _prefer_existing_network_files(opt: dict, it: int) -> None:
+    """check_resume points ``pretrain_network_*`` at ``net_*_<iter>.pth``; take the .safetensors that exists instead."""
+    from hat.checkpoint import find_network_file
+
+    for key, path in opt['path'].items():
+        if key.startswith('pretrain_network_') and path and not os.path.isfile(path):
+            found = find_network_file(opt['path']['models'], key[len('pretrain_network_'):], it)
+            opt['path'][key] = found or path
 
 
 def patch_basicsr() -> None:

@@ -112,3 +112,95 @@ def test_preset_by_family_and_scale():
     assert model.upscale == 8 and model.embed_dim == 144
     with pytest.raises(ValueError, match="unknown HAT variant 'HAT-XL'"):
         create_hat('HAT-XL')
+
+
+# --- files that are not checkpoints: one sentence that names the problem and what to do (issue 10, issue 11)
+
+def _tiny_safetensors(tmp_path, tiny_state, name='net.safetensors'):
+    from safetensors.torch import save_file
+
+    path = tmp_path / name
+    save_file({k: v.contiguous() for k, v in tiny_state.items()}, str(path))
+    return path
+
+
+def test_empty_file_is_named_as_empty(tmp_path):
+    path = tmp_path / 'HAT_SRx4.pth'
+    path.touch()
+    with pytest.raises(CheckpointError, match=r"HAT_SRx4.pth' is empty \(0 bytes\).*fetch the file again"):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize('text, says', [
+    ('hello\nworld\n', "is a text file \\(it starts with 'hello'\\)"),
+    ('', 'is a text file'),  # only whitespace
+    ('<!DOCTYPE html><html><body>Download</body></html>', 'is a web page'),
+    ('version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n', 'Git LFS pointer.*git lfs pull'),
+])
+def test_text_file_is_named_as_text(tmp_path, text, says):
+    path = tmp_path / 'weights.pth'
+    path.write_text(text or '   \n')
+    with pytest.raises(CheckpointError, match=says):
+        read_state_dict(path)
+
+
+def test_folder_is_named_as_a_folder_with_its_weights_files(tmp_path, tiny_state):
+    folder = tmp_path / 'HAT_SRx4'
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file; it holds no .pth"):
+        read_state_dict(folder)
+    torch.save({'params': tiny_state}, folder / 'net_g_5.pth')
+    with pytest.raises(CheckpointError, match='is a folder.*pass one of the weights files in it: net_g_5.pth'):
+        load_hat(folder)
+
+
+def test_training_state_is_named_as_such(tmp_path):
+    path = tmp_path / '5000.state'
+    torch.save({'epoch': 1, 'iter': 5000, 'optimizers': [], 'schedulers': []}, path)
+    with pytest.raises(CheckpointError, match='is a training state.*models/net_g_5000.pth'):
+        read_state_dict(path)
+
+
+def test_safetensors_of_another_architecture(tmp_path):
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.Conv2d(64, 3, 3))
+    path = _tiny_safetensors(tmp_path, conv.state_dict(), 'esrgan.safetensors')
+    with pytest.raises(CheckpointError, match=r'not a HAT checkpoint: missing keys .*another architecture'):
+        load_hat(path)
+
+
+def test_truncated_safetensors(tmp_path, tiny_state):
+    path = _tiny_safetensors(tmp_path, tiny_state)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match=r'is truncated: its header describes \d+ bytes of tensors but the file '
+                                              r'holds \d+'):
+        load_hat(path)
+    path.write_bytes(data[:100])  # cut inside the header
+    with pytest.raises(CheckpointError, match='truncated or damaged: its safetensors header says'):
+        load_hat(path)
+
+
+def test_safetensors_header_that_lies_about_sizes(tmp_path, tiny_state):
+    path = _tiny_safetensors(tmp_path, tiny_state)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], 'little')
+    header = json.loads(data[8:8 + size])
+    header['conv_first.weight']['shape'] = [24, 3, 3, 4]  # claims 4 more bytes per row than it is given
+    raw = json.dumps(header, separators=(',', ':')).encode().ljust(size)
+    assert len(raw) == size
+    path.write_bytes(data[:8] + raw + data[8 + size:])
+    with pytest.raises(CheckpointError, match=r"header that does not match its data: tensor 'conv_first.weight' is "
+                                              r'F32 \[24, 3, 3, 4\] \(3456 bytes\)'):
+        load_hat(path)
+    path.write_bytes(data[:8] + b'{"a": ' + data[14:])
+    with pytest.raises(CheckpointError, match='damaged safetensors header'):
+        load_hat(path)
+
+
+def test_settings_weights_do_not_record_come_from_the_presets(tiny_state, monkeypatch):
+    from hat.archs import hat_presets
+
+    assert {k: infer_config(tiny_state)[k] for k in hat_presets.UNRECORDED_DEFAULTS} == \
+        {k: hat_presets.PRESETS['HAT_SRx4'][k] for k in hat_presets.UNRECORDED_DEFAULTS}
+    monkeypatch.setitem(hat_presets.UNRECORDED_DEFAULTS, 'conv_scale', 0.02)  # one home: change it there only
+    assert infer_config(tiny_state)['conv_scale'] == 0.02

@@ -9,10 +9,13 @@ from typing import Any
 
 from hat.archs.hat_arch import HAT
 
+#: Settings that weights do not record, as every published variant has them; ``hat.checkpoint``
+#: fills them in when it rebuilds a network from its weights alone.
+UNRECORDED_DEFAULTS: dict[str, Any] = dict(img_size=64, conv_scale=0.01, img_range=1.0, upsampler='pixelshuffle')
+
 #: Settings every published variant shares.
 _COMMON: dict[str, Any] = dict(
-    in_chans=3, img_size=64, window_size=16, conv_scale=0.01, overlap_ratio=0.5, img_range=1.0,
-    mlp_ratio=2, upsampler='pixelshuffle', resi_connection='1conv',
+    in_chans=3, window_size=16, overlap_ratio=0.5, mlp_ratio=2, resi_connection='1conv', **UNRECORDED_DEFAULTS,
 )
 
 #: Body of each family (everything but the scale).

@@ -3,8 +3,9 @@
 Over SRModel it adds: inference on any image size (the arch pads) or tile by tile
 (option ``tile: {tile_size, tile_pad}``); distributed training on CPU (gloo); networks and
 training states written atomically (temp file, fsync, rename), so a run killed at any
-moment never leaves a truncated checkpoint; and weights read with ``weights_only=True``,
-with clear errors for a missing file or one that holds another variant.
+moment never leaves a truncated checkpoint, as .pth or, with ``path: {network_format: safetensors}``,
+.safetensors; and weights (.pth or .safetensors) read with ``weights_only=True``, with clear
+errors for a missing file or one that holds another variant.
 """
 from __future__ import annotations
 
@@ -66,38 +67,56 @@ class HATModel(TrainStepMixin, SRModel):
 
     def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
                      param_key: Optional[str] = 'params') -> None:
-        """Load ``param_key`` (falling back like BasicSR: params_ema -> params) with ``weights_only=True``."""
-        from hat.checkpoint import CheckpointError, load_weights, read_state_dict
+        """Load ``param_key`` of a .pth or .safetensors file with ``weights_only=True``; a file without that
+        network gives its own (BasicSR falls back from params_ema to params the same way)."""
+        from hat.checkpoint import CheckpointError, MissingNetworkError, load_weights, read_checkpoint
 
-        if not os.path.isfile(load_path):
+        if not os.path.exists(load_path):
             raise FileNotFoundError(f'pretrained network {load_path!r} (path: pretrain_network_g) does not exist; '
                                     'fix the path or remove the option to train from scratch')
         try:
-            state_dict = read_state_dict(load_path, param_key)
-        except CheckpointError:
-            state_dict = read_state_dict(load_path)
-            param_key = None
+            checkpoint = read_checkpoint(load_path, param_key)
+        except MissingNetworkError:
+            checkpoint = read_checkpoint(load_path)
         net = self.get_bare_model(net)
-        get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{param_key or "auto"}].')
+        get_root_logger().info(f'Loading {type(net).__name__} from {checkpoint.path} '
+                               f'[{checkpoint.param_key or "the only network"}].')
         try:
             if strict and isinstance(net, HAT):
-                load_weights(net, state_dict)
+                load_weights(net, checkpoint.state_dict)
             else:
-                self._print_different_keys_loading(net, state_dict, strict)
-                net.load_state_dict(state_dict, strict=strict)
+                self._print_different_keys_loading(net, checkpoint.state_dict, strict)
+                net.load_state_dict(checkpoint.state_dict, strict=strict)
         except (CheckpointError, RuntimeError) as error:
             raise CheckpointError(f'{load_path!r} does not fit network_g: {error}') from error
 
     @master_only
     def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
-        """Write ``models/<label>_<iter>.pth`` (``latest`` for -1) atomically."""
+        """Write ``models/<label>_<iter>.pth`` (``latest`` for -1) atomically, in BasicSR's layout.
+
+        With ``path: {network_format: safetensors}`` each network is its own file, loadable by
+        spandrel and other safetensors tools: ``net_g_<iter>.safetensors`` (params) and
+        ``net_g_ema_<iter>.safetensors`` (params_ema), with the HAT config as metadata.
+        """
+        from hat.checkpoint import config_for, network_file_name, network_format, save_weights
+
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         if len(nets) != len(keys):
             raise ValueError(f'{len(nets)} networks but {len(keys)} param keys')
         name = 'latest' if current_iter == -1 else current_iter
-        save_dict = {key: _cpu_state_dict(self.get_bare_model(n)) for n, key in zip(nets, keys)}
-        atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{name}.pth'))
+        models = self.opt['path']['models']
+        if network_format(self.opt) == 'pth':
+            save_dict = {key: _cpu_state_dict(self.get_bare_model(n)) for n, key in zip(nets, keys)}
+            atomic_torch_save(save_dict, os.path.join(models, f'{net_label}_{name}.pth'))
+            return
+        network_opt = self.opt.get('network_' + net_label.removeprefix('net_'))
+        for n, key in zip(nets, keys):
+            bare = self.get_bare_model(n)
+            state_dict = _cpu_state_dict(bare)
+            config = config_for(state_dict, network_opt) if isinstance(bare, HAT) else None
+            save_weights(os.path.join(models, network_file_name(net_label, name, key, 'safetensors')), state_dict,
+                         config, key)
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
