@@ -115,7 +115,7 @@ def describe(client: Any, key: str, path: str) -> str:
     """A file as users find it: its path, or its key and the LMDB holding it."""
     db_paths = getattr(client.client, 'db_paths', None)
     if db_paths:
-        db = dict(zip(client.client.client_keys, db_paths)).get(key, db_paths[0])
+        db = dict(zip(client.client._client, db_paths)).get(key, db_paths[0])  # client key -> LMDB, in order
         return f'{path!r} in LMDB {db!r}'
     return repr(path)
 
