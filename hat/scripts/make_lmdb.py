@@ -101,10 +101,11 @@ def sub_image_counts(paths: list[str], multiple: int, crop: int, step: int, thre
     counts = {}
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # large photos are data here, not an attack
     try:
-        for path in tqdm(paths, desc='read sizes', unit='image', file=sys.stderr):
-            h, w = header_size(path)
-            h, w = h - h % multiple, w - w % multiple
-            counts[path] = len(crop_starts(h, crop, step, thresh)) * len(crop_starts(w, crop, step, thresh))
+        with tqdm(paths, desc='read sizes', unit='image', file=sys.stderr) as bar:
+            for path in bar:
+                h, w = header_size(path)
+                h, w = h - h % multiple, w - w % multiple
+                counts[path] = len(crop_starts(h, crop, step, thresh)) * len(crop_starts(w, crop, step, thresh))
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     return counts

@@ -54,7 +54,8 @@ def collect(inputs: Sequence[str], roots: Sequence[str], min_size: int = 0) -> l
         names = list_image_folder(folder, '--input')
         paths = [os.path.join(folder, n) for n in names]
         if min_size:
-            paths = [p for p in tqdm(paths, desc=f'sizes in {folder}', unit='image') if shorter_side(p) >= min_size]
+            with tqdm(paths, desc=f'sizes in {folder}', unit='image') as bar:
+                paths = [p for p in bar if shorter_side(p) >= min_size]
         lines += [os.path.relpath(p, root).replace(os.sep, '/') for p in paths]
     return lines
 
