@@ -5,7 +5,8 @@
 Datasets then read ``dataroot_gt`` + each line (``meta_info_file`` option), which saves
 scanning large folders (ImageNet) at every start. ``--root`` makes paths relative to a
 common folder when listing several inputs; ``--min-size`` leaves out images whose shorter
-side is smaller (e.g. smaller than ``gt_size``).
+side is smaller (e.g. smaller than ``gt_size``). The list is never written into an input
+folder or to a name with an image extension, so no input can be replaced, ``--overwrite`` or not.
 """
 from __future__ import annotations
 
