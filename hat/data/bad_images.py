@@ -111,12 +111,14 @@ def _file_client(dataset: Any):
     return client
 
 
-def describe(client: Any, key: str, path: str) -> str:
+def describe(dataset: Any, key: str, path: str) -> str:
     """A file as users find it: its path, or its key and the LMDB holding it."""
-    db_paths = getattr(client.client, 'db_paths', None)
+    backend = getattr(dataset, 'io_backend_opt', None) or {}
+    db_paths = backend.get('db_paths')
     if db_paths:
-        db = dict(zip(client.client._client, db_paths)).get(key, db_paths[0])  # client key -> LMDB, in order
-        return f'{path!r} in LMDB {db!r}'
+        db_paths = [db_paths] if isinstance(db_paths, str) else list(db_paths)
+        db = dict(zip(backend.get('client_keys') or [], db_paths)).get(key, db_paths[0])
+        return f'{path!r} in LMDB {str(db)!r}'
     return repr(path)
 
 
@@ -132,7 +134,7 @@ def file_problems(dataset: Any, files: list[tuple[str, str]]) -> list[tuple[str,
         except OSError as error:
             problem = f'cannot be read ({error.strerror or error})'
         if problem:
-            found.append((describe(client, key, path), problem))
+            found.append((describe(dataset, key, path), problem))
     return found
 
 
