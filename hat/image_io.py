@@ -19,8 +19,8 @@ from hat.atomic_io import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
 
-#: File extensions read as images (lower case).
-IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.jpe', '.webp', '.bmp', '.dib', '.tif', '.tiff'})
+#: File extensions read as images (lower case); one list for training data and hat-upscale.
+from hat.data.image_lists import IMAGE_EXTENSIONS  # noqa: E402
 
 #: Extensions whose format stores 16 bits per channel (through OpenCV).
 SIXTEEN_BIT_EXTENSIONS = frozenset({'.png', '.tif', '.tiff'})

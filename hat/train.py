@@ -21,6 +21,7 @@ import hat  # noqa: E402,F401  (first: applies the basicsr fixes, registers HAT)
 
 def run_checked(module, pipeline: Callable[[str], None], root_path: str) -> None:
     """Run a BasicSR pipeline of ``module`` with our option checks between parsing and creating folders."""
+    from hat.data.bad_images import guarded_datasets
     from hat.data.checks import check_options
 
     parse = module.parse_options
@@ -32,7 +33,8 @@ def run_checked(module, pipeline: Callable[[str], None], root_path: str) -> None
 
     module.parse_options = parse_and_check
     try:
-        pipeline(root_path)
+        with guarded_datasets(module):  # bad images named, skipped or stopped at (datasets' bad_image option)
+            pipeline(root_path)
     finally:
         module.parse_options = parse
 

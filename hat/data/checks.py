@@ -12,10 +12,15 @@ from typing import Optional
 
 from PIL import Image
 
+from hat.data.bad_images import dataset_files, file_problems, make_dataset, policy_of
 from hat.data.image_lists import list_image_folder, read_lmdb_meta, read_meta_info
+from hat.data.realhat_dataset import gt_paths
 
 #: Dataset types that read HR images only and make their LR themselves.
 HR_ONLY_TYPES = ('HROnlyDataset', 'ImageNetPairedDataset')
+
+#: Real-ESRGAN dataset types (HR only; ``RealESRGANDataset`` is built as ``RealHATDataset``).
+REAL_ESRGAN_TYPES = ('RealESRGANDataset', 'RealHATDataset')
 
 #: How many offending files an error message names.
 SHOWN = 5
@@ -90,6 +95,10 @@ def check_paired_dataset(ds: dict, name: str) -> int:
 def check_dataset(ds: dict, name: str, dataset_class: Optional[type] = None) -> Optional[int]:
     """Check one dataset section (after BasicSR filled in ``phase`` and ``scale``); returns its size if known."""
     scale = ds.get('scale')
+    if ds.get('phase'):
+        policy_of(ds)
+    if ds.get('type') in REAL_ESRGAN_TYPES:
+        return len(gt_paths(ds))
     if ds.get('phase') == 'train' and ds.get('gt_size') and scale and int(ds['gt_size']) % int(scale):
         raise ValueError(f'{name}: gt_size {ds["gt_size"]} is not a multiple of scale {scale}')
     if ds.get('type') in HR_ONLY_TYPES and dataset_class is not None:
@@ -112,8 +121,19 @@ def check_batches(ds: dict, name: str, size: int, world_size: int) -> None:
                          'not one batch would be trained; raise dataset_enlarge_ratio')
 
 
+def check_images_decode(ds: dict, name: str) -> None:
+    """Decode every image of a (validation or test) dataset: a bad one stops the run before it starts."""
+    dataset = make_dataset(ds)
+    bad = file_problems(dataset, dataset_files(dataset))
+    if bad:
+        shown = '; '.join(f'{file} {problem}' for file, problem in bad[:SHOWN])
+        raise ValueError(f'{name}: {len(bad)} of its images cannot be used: {shown}. Replace or remove them '
+                         '(validation and test sets are never skipped over)')
+
+
 def check_options(opt: dict) -> None:
-    """Check every dataset section and, unless resuming, every ``pretrain_network_*`` path."""
+    """Check every dataset section (decoding validation and test images) and, unless resuming, every
+    ``pretrain_network_*`` path."""
     from basicsr.utils.registry import DATASET_REGISTRY
 
     for phase, ds in opt.get('datasets', {}).items():
@@ -122,6 +142,8 @@ def check_options(opt: dict) -> None:
         size = check_dataset(ds, name, cls)
         if size is not None and ds.get('phase') == 'train' and ds.get('batch_size_per_gpu'):
             check_batches(ds, name, size, opt.get('world_size', 1))
+        if ds.get('phase') in ('val', 'test'):
+            check_images_decode(ds, name)
     if opt.get('auto_resume') or opt['path'].get('resume_state'):
         return
     for key, value in opt['path'].items():

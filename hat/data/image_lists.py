@@ -1,11 +1,19 @@
-"""Listing dataset images (folder, meta_info file or LMDB) with errors that say what is wrong and how to fix it."""
+"""Which files are images, and listing dataset images (folder, meta_info file or LMDB) with clear errors.
+
+The one home of :data:`IMAGE_EXTENSIONS`: training data (basicsr decodes it with OpenCV) and
+``hat-upscale`` (``hat.image_io``, also OpenCV) read the same formats.
+"""
 from __future__ import annotations
 
 import os
 from typing import Optional
 
-#: File endings read as images (compared case-insensitively: ImageNet's files end in .JPEG).
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+#: File endings read as images, lower case (compared case-insensitively: ImageNet's files end in .JPEG).
+#: Every one of them is decoded by OpenCV in every build of opencv-python (PNG, JPEG, BMP, TIFF,
+#: WebP and the Netpbm formats); formats that some builds lack (JPEG 2000, OpenEXR, AVIF) or that hold
+#: floating-point pixels (Radiance HDR) are left out.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jpe', '.bmp', '.dib', '.tif', '.tiff', '.webp',
+                    '.ppm', '.pgm', '.pbm', '.pnm')
 
 
 def is_image_file(name: str) -> bool:
@@ -15,9 +23,11 @@ def is_image_file(name: str) -> bool:
 
 def list_image_folder(folder: str, what: str, recursive: bool = True) -> list[str]:
     """Sorted image paths relative to ``folder``; ``what`` names the option in errors (e.g. ``dataroot_gt``)."""
+    if os.path.isfile(folder):
+        raise NotADirectoryError(f'{what}: {folder!r} is a file; give the folder that holds the images')
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f'{what}: folder {folder!r} does not exist; check the path in the option file '
-                                '(relative paths are relative to the directory you run from)')
+        raise FileNotFoundError(f'{what}: folder {folder!r} does not exist (relative paths start from the folder '
+                                f'you run in, {os.getcwd()!r})')
     if recursive:
         names = [os.path.relpath(os.path.join(root, name), folder)
                  for root, _, files in os.walk(folder, followlinks=True) for name in files if is_image_file(name)]
