@@ -37,7 +37,7 @@ setup(
     extras_require={
         'test': ['pytest>=7', 'scikit-image', 'ruff', 'onnx', 'onnxscript', 'onnxruntime'],
     },
-    entry_points={'console_scripts': ['hat-upscale=hat.upscale:main']},
+    entry_points={'console_scripts': ['hat-upscale=hat.upscale_cli:main']},
     classifiers=[
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Image Processing',
