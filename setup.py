@@ -30,6 +30,7 @@ setup(
         'einops',
         'numpy',
         'opencv-python',
+        'Pillow',
         'lmdb',
         'pyyaml',
         'tqdm',
