@@ -171,7 +171,8 @@ def collect_inputs(spec: str, recursive: bool, exclude: Path) -> tuple[Path, lis
     images = [p for p in candidates if is_image_path(p)]
     others = [p for p in candidates if not is_image_path(p)]
     if not images:
-        raise UsageError(f'no images found in {spec!r} (looked for {", ".join(sorted(IMAGE_EXTENSIONS))}'
+        looked_for = ', '.join(sorted({*IMAGE_EXTENSIONS, *STILL_ONLY_EXTENSIONS}))
+        raise UsageError(f'no images found in {spec!r} (looked for {looked_for}'
                          f'{"" if recursive else "; add --recursive for subfolders"})')
     return root, images, others
 
