@@ -43,7 +43,10 @@ def meminfo_available(proc: Path = Path('/proc')) -> Optional[int]:
 
 
 def cgroup_available(proc: Path = Path('/proc'), cgroup_root: Path = Path('/sys/fs/cgroup')) -> Optional[int]:
-    """Smallest ``limit - usage`` over this process's memory cgroup and its ancestors (v1 and v2); None if unlimited."""
+    """Smallest ``limit - usage`` over this process's memory cgroup and its ancestors (v1 and v2); None if unlimited.
+
+    Usage counts the cgroup's page cache, part of which the kernel could reclaim: this errs on the safe side.
+    """
     best = None
     for folder, limit_name, usage_name in _cgroup_folders(proc, cgroup_root):
         limit = _read_int(folder / limit_name)
