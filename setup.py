@@ -30,6 +30,7 @@ setup(
         'einops',
         'numpy',
         'opencv-python',
+        'Pillow',
         'lmdb',
         'pyyaml',
         'safetensors',
@@ -38,7 +39,7 @@ setup(
     extras_require={
         'test': ['pytest>=7', 'scikit-image', 'ruff', 'onnx', 'onnxscript', 'onnxruntime', 'spandrel'],
     },
-    entry_points={'console_scripts': ['hat-upscale=hat.upscale:main']},
+    entry_points={'console_scripts': ['hat-upscale=hat.upscale_cli:main']},
     classifiers=[
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Image Processing',

@@ -110,11 +110,33 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--img-range', type=float, default=None,
                         help='img_range the checkpoint was trained with (default: 1, as published)')
     parser.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks of errors')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit status (0 done, 1 export or check failed, 2 bad arguments or files).
+
+    Errors are one line on stderr; ``--debug`` shows their traceback instead.
+    """
     args = parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as error:  # a path, a checkpoint or a value the user gave
+        if args.debug:
+            raise
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f'error: export failed: {type(error).__name__}: {str(error).strip().splitlines()[0]} '
+              f'(rerun with --debug for the traceback)', file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and check as ``args`` say; user mistakes raise ValueError or OSError."""
     if args.opset < MIN_OPSET:
         print(f'error: --opset {args.opset} is too old; use {MIN_OPSET} or newer', file=sys.stderr)
         return 2
@@ -127,6 +149,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print('error: ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript',
               file=sys.stderr)
         return 2
+    if not args.output.parent.is_dir():
+        raise FileNotFoundError(f'the folder of --output {str(args.output)!r} does not exist; create it first')
     overrides = {} if args.img_range is None else {'img_range': args.img_range}
     net = load_hat(args.weights, **overrides)
     export_onnx(net, args.output, args.opset, args.overwrite)

@@ -5,12 +5,19 @@ for gray, ``(h, w, 2)`` gray + alpha, ``(h, w, 3)`` RGB, ``(h, w, 4)`` RGBA; ``u
 ``uint16``. Files are decoded from bytes (so any path works) and written atomically: a
 temporary file in the target folder, fsync, then a rename, so an interrupted run never
 leaves a half-written image, and an existing file is replaced only when asked.
+
+Before decoding, the header is read (Pillow, which reads sizes without decoding): images above
+``max_pixels`` are refused, so a small file that unpacks to gigabytes (a decompression bomb)
+costs nothing, and multi-frame files (animated GIF, PNG or WebP, multi-page TIFF) are refused
+rather than silently cut to their first frame.
 """
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -21,6 +28,14 @@ PathLike = Union[str, os.PathLike]
 
 #: File extensions read as images (lower case); one list for training data and hat-upscale.
 from hat.data.image_lists import IMAGE_EXTENSIONS  # noqa: E402
+
+#: Formats read only when they hold a single frame (usually animations); inputs like any image,
+#: so an animated file gets the same message whether named directly or found in a folder.
+STILL_ONLY_EXTENSIONS = frozenset({'.gif'})
+
+#: Largest image read by default, in pixels (width x height): 100 megapixels. Far above camera
+#: photos; a decompression bomb (e.g. 20000x20000 in 0.4 MB) is refused before it is decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 #: Extensions whose format stores 16 bits per channel (through OpenCV).
 SIXTEEN_BIT_EXTENSIONS = frozenset({'.png', '.tif', '.tiff'})
@@ -41,18 +56,52 @@ _ENCODE_PARAMS = {
 
 
 class ImageReadError(ValueError):
-    """A file could not be decoded as an image (corrupt, truncated or not an image)."""
+    """A file could not be decoded as an image (corrupt, truncated, not an image, too large or animated)."""
 
 
 def is_image_path(path: PathLike) -> bool:
     """True if ``path`` has an extension this module reads."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    suffix = Path(path).suffix.lower()
+    return suffix in IMAGE_EXTENSIONS or suffix in STILL_ONLY_EXTENSIONS
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def check_header(path: Path, data: bytes, max_pixels: Optional[int]) -> None:
+    """Refuse, from ``data``'s header alone, multi-frame images and (unless ``max_pixels`` is None)
+    images above ``max_pixels``. Formats Pillow does not know, and broken headers, are left to the
+    decoder and its messages."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+                frames = int(getattr(header, 'n_frames', 1))
+    except Image.DecompressionBombError:
+        # Pillow does not even read headers beyond its own limit (about 179 megapixels).
+        pillow_limit = 2 * Image.MAX_IMAGE_PIXELS
+        if max_pixels is not None and max_pixels <= pillow_limit:
+            raise ImageReadError(f'{path} is larger than {pillow_limit / 1e6:.0f} megapixels, above the limit of '
+                                 f'{max_pixels / 1e6:g}; raise it with --max-megapixels if the image is real') from None
+        return
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return
+    if frames > 1:
+        raise ImageReadError(f'{path} has {frames} frames (an animation or multi-page file); only still '
+                             f'images are upscaled: extract the frames first (e.g. ffmpeg -i '
+                             f'{path.name} frame_%04d.png)')
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageReadError(f'{path} is {width}x{height} = {width * height / 1e6:.0f} megapixels, above the limit '
+                             f'of {max_pixels / 1e6:g}; raise it with --max-megapixels if the image is real '
+                             f'(decoded, it needs {width * height * 3 / 2 ** 30:.1f} GiB or more)')
+
+
+def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode ``path`` into an RGB(A)/gray ``uint8`` or ``uint16`` array (see the module docstring).
 
-    JPEGs are turned upright by their EXIF orientation, as image viewers show them.
+    JPEGs are turned upright by their EXIF orientation, as image viewers show them. Images
+    above ``max_pixels`` (None: no limit of ours) and multi-frame files raise ImageReadError
+    before any pixel is decoded.
     """
     path = Path(path)
     try:
@@ -61,10 +110,17 @@ def read_image(path: PathLike) -> np.ndarray:
         raise ImageReadError(f'cannot read {path}: {error.strerror or error}') from error
     if data.size == 0:
         raise ImageReadError(f'{path} is empty')
+    check_header(path, data.tobytes(), max_pixels)
     flags = cv2.IMREAD_UNCHANGED
     if path.suffix.lower() in _EXIF_ORIENTED:
         flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
-    image = cv2.imdecode(data, flags)
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error as error:
+        if 'CV_IO_MAX_IMAGE_PIXELS' in str(error):
+            raise ImageReadError(f'{path} is larger than OpenCV decodes by default (2**30 pixels); set the '
+                                 f'environment variable CV_IO_MAX_IMAGE_PIXELS higher to read it') from None
+        raise ImageReadError(f'{path} could not be decoded: {str(error).strip().splitlines()[-1]}') from None
     if image is None:
         raise ImageReadError(f'{path} is not a readable image (corrupt, truncated or an unsupported format)')
     if image.dtype not in (np.uint8, np.uint16):

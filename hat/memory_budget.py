@@ -19,10 +19,11 @@ per float: see :func:`bytes_per_float`.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
+
+from hat.available_memory import host_available_memory
 
 #: Fraction of free GPU memory a tile may plan to use (leaves room for the caching
 #: allocator's fragmentation and cuDNN workspaces; out-of-memory still halves the tile).
@@ -79,25 +80,12 @@ def tile_bytes(model: torch.nn.Module, h: int, w: int, float_bytes: float, tta: 
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes free for activations on ``device``: free GPU memory, or the host's available memory."""
+    """Bytes free for activations on ``device``: free GPU memory, or what the host, its container
+    (cgroup) and the process's ulimits still allow (``hat.available_memory``)."""
     if device.type == 'cuda':
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    return _host_available_memory()
-
-
-def _host_available_memory() -> int:
-    try:
-        with open('/proc/meminfo') as handle:
-            for line in handle:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2 ** 30
+    return host_available_memory()
 
 
 def memory_budget(device: torch.device) -> int:

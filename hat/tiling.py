@@ -73,12 +73,18 @@ def _ramp(start: int, core_start: int, core_end: int, end: int, scale: int, devi
     return weight
 
 
+#: Words of PyTorch's allocation failures: CUDA's, and the CPU allocator's under a ulimit or cgroup limit.
+_OUT_OF_MEMORY_MESSAGES = ('out of memory', "can't allocate memory", 'not enough memory', 'cannot allocate memory')
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for CUDA/CPU allocation failures raised by PyTorch."""
+    """True for CUDA and CPU allocation failures (``torch.OutOfMemoryError``, ``MemoryError``,
+    the CPU allocator's ``RuntimeError``)."""
     oom_type = getattr(torch, 'OutOfMemoryError', None) or getattr(torch.cuda, 'OutOfMemoryError', ())
-    if oom_type and isinstance(error, oom_type):
+    if isinstance(error, MemoryError) or (oom_type and isinstance(error, oom_type)):
         return True
-    return isinstance(error, (RuntimeError, MemoryError)) and 'out of memory' in str(error).lower()
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and any(words in message for words in _OUT_OF_MEMORY_MESSAGES)
 
 
 def tiled_forward(

@@ -4,6 +4,11 @@ Takes the images people have: gray, gray + alpha, RGB and RGBA, 8 or 16 bit (or 
 [0, 1]), in RGB channel order. Colour runs through the network; alpha is upscaled
 bicubically and re-attached. Large images run in blended tiles; out-of-memory halves the
 tile and retries; half-precision results with NaN/inf are redone in fp32.
+
+Defaults are chosen for safety and speed on the machine at hand: ``tile='auto'`` runs the
+whole image when the memory model says it fits what the host (its container and ulimits
+included) or the GPU has free, and the largest tile that fits otherwise; ``precision='auto'``
+runs bf16 where the device computes it natively and fp32 elsewhere.
 """
 from __future__ import annotations
 
@@ -18,12 +23,11 @@ import torch
 import yaml
 
 from hat.checkpoint import load_hat
-from hat.memory_budget import bytes_per_float, largest_tile, memory_budget
+from hat.memory_budget import bytes_per_float, largest_tile, memory_budget, tile_bytes
+from hat.precision import PRECISIONS, auto_precision, precision_name
 from hat.tiling import TileOutOfMemoryError, count_tiles, tiled_forward
 
 PathLike = Union[str, os.PathLike]
-
-PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 #: ITU-R BT.601 luma weights (R, G, B): how colour output returns to gray.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -34,6 +38,10 @@ TTA_TRANSFORMS = [(t, fh, fw) for t in (False, True) for fh in (False, True) for
 
 class NonFiniteOutputError(RuntimeError):
     """The network produced NaN or inf even in fp32 (a broken checkpoint or input)."""
+
+
+class NotEnoughMemoryError(MemoryError):
+    """Not even the smallest tile and the image's result fit in the memory available."""
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -56,15 +64,17 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     return device
 
 
-def check_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``precision`` on ``device``; fp16 on CPU is refused (use bf16 or fp32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f'unknown precision {precision!r}; choose one of {", ".join(PRECISIONS)}')
-    if precision == 'fp16' and device.type == 'cpu':
+def choose_precision(precision: Union[str, torch.dtype], device: torch.device) -> str:
+    """The precision name to run on ``device``: ``'auto'`` resolved (:func:`hat.precision.auto_precision`),
+    others checked; fp16 on CPU and bf16 on GPUs without it are refused with the alternatives."""
+    if isinstance(precision, str) and precision.strip().lower() == 'auto':
+        return auto_precision(device)
+    name = precision_name(precision)
+    if name == 'fp16' and device.type == 'cpu':
         raise ValueError('fp16 needs a CUDA device; on CPU use --precision bf16 (autocast) or fp32')
-    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+    if name == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError(f'{torch.cuda.get_device_name(device)} does not support bf16; use --precision fp16 or fp32')
-    return PRECISIONS[precision]
+    return name
 
 
 def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> dict[str, Any]:
@@ -75,8 +85,12 @@ def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> dict[st
         path = Path(config)
         if not path.is_file():
             raise FileNotFoundError(f'options file not found: {str(path)!r}')
-        with open(path, encoding='utf-8') as handle:
-            config = yaml.safe_load(handle)
+        try:
+            config = yaml.safe_load(path.read_text(encoding='utf-8'))
+        except (UnicodeDecodeError, yaml.YAMLError) as error:
+            problem = 'is not text' if isinstance(error, UnicodeDecodeError) else 'is not valid YAML'
+            raise ValueError(f'options file {str(path)!r} {problem}: expected a BasicSR options YAML with a '
+                             f'network_g section') from None
         if not isinstance(config, Mapping):
             raise ValueError(f'{str(path)!r} is not an options YAML (expected a mapping with a network_g section)')
     network = dict(config.get('network_g', config))
@@ -93,9 +107,12 @@ class Upscaler:
         checkpoint: a ``.pth`` path (BasicSR ``params_ema``/``params`` or a bare state_dict),
             a state_dict, or a HAT module. The variant is inferred from the weights.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``.
-        precision: ``'fp32'``, ``'fp16'`` (CUDA only) or ``'bf16'`` (autocast; CUDA or CPU).
-        tile: tile size in input pixels, ``'auto'`` (largest that fits the memory budget)
-            or None (whole image).
+        precision: ``'auto'`` (bf16 where the device has native bf16, else fp32), ``'fp32'``,
+            ``'fp16'`` (CUDA only) or ``'bf16'`` (autocast; CUDA or CPU). The choice made is
+            :attr:`precision`; :attr:`precision_reason` says why, in words.
+        tile: ``'auto'`` (whole image when it fits the memory available, else the largest tile
+            that does), a tile size in input pixels (at least one window), or None (whole image
+            whatever the memory; out-of-memory still halves it).
         tile_pad: context pixels around each tile (blended away; 32 leaves no seam).
         tta: x8 self-ensemble (flips and transposes, averaged): better, 8x slower.
         config: BasicSR options YAML (path or dict) whose ``network_g`` overrides what the
@@ -106,16 +123,17 @@ class Upscaler:
         self,
         checkpoint: Union[PathLike, Mapping[str, torch.Tensor], torch.nn.Module],
         device: Union[str, torch.device, None] = 'cpu',
-        precision: str = 'fp32',
-        tile: Union[int, str, None] = None,
+        precision: Union[str, torch.dtype] = 'auto',
+        tile: Union[int, str, None] = 'auto',
         tile_pad: int = 32,
         tta: bool = False,
         config: Union[PathLike, Mapping[str, Any], None] = None,
     ):
         self.device = resolve_device(device)
-        self.precision = precision
-        self.dtype = check_precision(precision, self.device)
-        if tile is not None and tile != 'auto' and (not isinstance(tile, int) or tile < 1):
+        self.precision = choose_precision(precision, self.device)
+        self.dtype = PRECISIONS[self.precision]
+        self.precision_reason = _precision_reason(precision, self.precision, self.device)
+        if tile is not None and tile != 'auto' and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
             raise ValueError(f"tile must be a positive number of pixels, 'auto' or None; got {tile!r}")
         if tile_pad < 0:
             raise ValueError(f'tile_pad must be >= 0, got {tile_pad}')
@@ -142,8 +160,27 @@ class Upscaler:
                 # The blended output and its weights live on the host next to the tiles.
                 budget -= (self.in_chans + 1) * h * w * self.scale ** 2 * 4
             float_bytes = bytes_per_float(self.dtype, self.device)
-            return largest_tile(self.model, h, w, self.tile_pad, budget, float_bytes, self.tta)
-        return None if self.tile >= max(h, w) else int(self.tile)
+            tile = largest_tile(self.model, h, w, self.tile_pad, budget, float_bytes, self.tta)
+            if tile is not None:
+                self._check_smallest_tile_fits(h, w, budget, float_bytes)
+            return tile
+        tile = max(int(self.tile), self.window_size)  # smaller tiles would only be padded up to a window
+        return None if tile >= max(h, w) else tile
+
+    def _check_smallest_tile_fits(self, h: int, w: int, budget: float, float_bytes: float) -> None:
+        """Refuse an image whose result, or whose smallest tile, already exceeds the memory budget."""
+        ws = self.window_size
+        side_h, side_w = min(h, ws + 2 * self.tile_pad + 2 * ws), min(w, ws + 2 * self.tile_pad + 2 * ws)
+        smallest = tile_bytes(self.model, side_h, side_w, float_bytes, self.tta)
+        if smallest <= budget:
+            return
+        where = 'the host' if self.device.type == 'cpu' else str(self.device)
+        result = (self.in_chans + 1) * h * w * self.scale ** 2 * 4
+        raise NotEnoughMemoryError(
+            f'a {w}x{h} image does not fit in the memory of {where}: its x{self.scale} result alone needs '
+            f'{_gib(result)} on the host and the smallest tile {_gib(smallest)} more, but only '
+            f'{_gib(memory_budget(self.device))} may be used now; free memory, use a smaller image '
+            f'or a machine with more memory')
 
     def count_passes(self, h: int, w: int) -> int:
         """Network passes for an ``h x w`` image at the planned tile (x8 with TTA): a progress total."""
@@ -221,8 +258,10 @@ class Upscaler:
             except TileOutOfMemoryError as error:
                 smaller = max(size // 2 // self.window_size * self.window_size, self.window_size)
                 if smaller >= size:
+                    elsewhere = ' or use --device cpu' if self.device.type == 'cuda' else ''
                     raise TileOutOfMemoryError(f'even a {size}px tile does not fit in memory on {self.device}; '
-                                               f'free memory or use --device cpu') from error
+                                               f'free memory{elsewhere}, or pass a smaller --tile (tile=) '
+                                               f'and --tile-pad') from error
                 warnings.warn(f'out of memory with {size}px tiles on {self.device}; retrying with {smaller}px',
                               stacklevel=2)
                 if self.device.type == 'cuda':
@@ -249,6 +288,20 @@ class Upscaler:
             return self.model(x).float()
 
 
+def _precision_reason(requested: Union[str, torch.dtype], chosen: str, device: torch.device) -> str:
+    """Why ``chosen`` runs on ``device``, in words (for the command line's first line)."""
+    if not (isinstance(requested, str) and requested.strip().lower() == 'auto'):
+        return 'as requested'
+    what = 'this CPU' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+    if chosen == 'bf16':
+        return f'auto: {what} computes bf16 natively'
+    return f'auto: {what} has no native bf16'
+
+
+def _gib(n_bytes: float) -> str:
+    return f'{n_bytes / 2 ** 30:.2f} GiB'
+
+
 def _apply(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool) -> torch.Tensor:
     if flip_h:
         x = x.flip(-2)
@@ -272,6 +325,9 @@ def _to_float(image: np.ndarray) -> tuple[np.ndarray, float]:
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0, 65535.0
     if image.dtype in (np.float32, np.float64):
+        if not np.isfinite(image).all():
+            raise ValueError(f'the image has {int(np.size(image) - np.isfinite(image).sum())} NaN or infinite '
+                             f'pixel values; float images must hold finite values in [0, 1]')
         return np.clip(image.astype(np.float32), 0.0, 1.0), 1.0
     raise TypeError(f'unsupported pixel type {image.dtype}; use uint8, uint16 or float in [0, 1]')
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hat import HAT
-from tests.conftest import REPO_ROOT, TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
+from hat.export import main as export_main
+from tests.conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
 
 pytest.importorskip('onnxscript', reason='ONNX export needs onnxscript (pip install onnx onnxscript)')
 onnxruntime = pytest.importorskip('onnxruntime', reason='the comparison needs onnxruntime')
@@ -23,7 +24,7 @@ def exported(tmp_path_factory, python):
     torch.save({'params_ema': model.state_dict()}, weights)
     output = folder / 'tiny_x2.onnx'
     run = subprocess.run([python, '-m', 'hat.export', '--weights', str(weights), '--output', str(output)],
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+                         capture_output=True, text=True, cwd=tmp_path_factory.getbasetemp(), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return model, weights, output, run.stdout
 
@@ -58,15 +59,28 @@ def test_existing_output_is_kept_unless_overwrite(exported, python):
     _, weights, output, _ = exported
     before = output.read_bytes()
     run = subprocess.run([python, '-m', 'hat.export', '--weights', str(weights), '--output', str(output)],
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+                         capture_output=True, text=True, cwd=output.parent, timeout=120)
     assert run.returncode == 2 and 'already exists' in run.stderr and '--overwrite' in run.stderr
     assert output.read_bytes() == before
+
+
+def test_user_mistakes_are_one_line_unless_debug(exported, python, tmp_path, capsys):
+    _, weights, _, _ = exported
+    missing = [python, '-m', 'hat.export', '--weights', str(tmp_path / 'missing.pth'), '--output',
+               str(tmp_path / 'x.onnx')]
+    run = subprocess.run(missing, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2 and run.stderr.startswith('error: checkpoint not found')
+    assert 'Traceback' not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert export_main(['--weights', str(weights), '--output', str(tmp_path / 'no' / 'x.onnx')]) == 2
+    assert 'the folder of --output' in capsys.readouterr().err and not (tmp_path / 'no').exists()
+    debug = subprocess.run([*missing, '--debug'], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert debug.returncode != 0 and 'Traceback' in debug.stderr
 
 
 def test_old_opset_is_refused(exported, python, tmp_path):
     _, weights, _, _ = exported
     run = subprocess.run([python, '-m', 'hat.export', '--weights', str(weights), '--output',
                           str(tmp_path / 'old.onnx'), '--opset', '16'],
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 2 and '--opset 16 is too old' in run.stderr
     assert not (tmp_path / 'old.onnx').exists()

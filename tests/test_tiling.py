@@ -56,6 +56,20 @@ def test_out_of_memory_becomes_a_clear_error():
         tiled_forward(fn, torch.rand(1, 3, 100, 100), 2, 64, 16)
 
 
+def test_cpu_allocation_failure_becomes_the_same_clear_error():
+    def fn(_):
+        torch.empty(2 ** 50, dtype=torch.uint8)  # the CPU allocator's RuntimeError, as under ulimit -v
+
+    with pytest.raises(TileOutOfMemoryError, match=r'tile_size=64.*does not fit in memory on cpu'):
+        tiled_forward(fn, torch.rand(1, 3, 100, 100), 2, 64, 16)
+
+    def python_fn(_):
+        raise MemoryError()
+
+    with pytest.raises(TileOutOfMemoryError):
+        tiled_forward(python_fn, torch.rand(1, 3, 100, 100), 2, 64, 16)
+
+
 def test_other_errors_pass_through():
     def fn(_):
         raise ValueError('boom')
