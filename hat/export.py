@@ -103,7 +103,7 @@ def check_sizes(net: HAT) -> list[tuple[int, int]]:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='python -m hat.export', description=__doc__.split('\n\n')[0])
     parser.add_argument('--weights', type=Path, required=True,
-                        help='HAT checkpoint (.pth: params_ema, params or a bare state_dict)')
+                        help='HAT checkpoint (.pth or .safetensors: params_ema, params or a bare state_dict)')
     parser.add_argument('--output', type=Path, required=True, help='ONNX file to write')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset, >= {MIN_OPSET}')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output file')

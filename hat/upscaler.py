@@ -104,7 +104,7 @@ class Upscaler:
     """Super-resolve images with a HAT checkpoint.
 
     Args:
-        checkpoint: a ``.pth`` path (BasicSR ``params_ema``/``params`` or a bare state_dict),
+        checkpoint: a ``.pth`` or ``.safetensors`` path (BasicSR ``params_ema``/``params`` or a bare state_dict),
             a state_dict, or a HAT module. The variant is inferred from the weights.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``.
         precision: ``'auto'`` (bf16 where the device has native bf16, else fp32), ``'fp32'``,

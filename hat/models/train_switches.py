@@ -22,7 +22,18 @@ from typing import Iterator, Optional
 
 import torch
 
-AMP_DTYPES = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16, 'fp16': torch.float16, 'float16': torch.float16}
+from hat.precision import parse_precision
+
+
+def _amp_dtype(value) -> torch.dtype:
+    """The autocast dtype named by ``train: amp_dtype`` (the names of hat.precision; fp32 is no mixed precision)."""
+    try:
+        dtype = parse_precision(value)
+    except ValueError:
+        dtype = None
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f'train: amp_dtype {value!r} is not supported: use bf16 or fp16')
+    return dtype
 
 
 def _positive_number(train_opt: dict, key: str) -> Optional[float]:
@@ -51,9 +62,7 @@ class TrainSwitches:
         use_amp = train_opt.get('use_amp', False)
         if not isinstance(use_amp, bool):
             raise ValueError(f'train: use_amp must be true or false, got {use_amp!r}')
-        name = str(train_opt.get('amp_dtype', 'bf16')).lower()
-        if name not in AMP_DTYPES:
-            raise ValueError(f'train: amp_dtype {name!r} is not supported: use bf16 or fp16')
+        amp_dtype = _amp_dtype(train_opt.get('amp_dtype', 'bf16'))
         accum_iter = train_opt.get('accum_iter', 1)
         if isinstance(accum_iter, bool) or not isinstance(accum_iter, int) or accum_iter < 1:
             raise ValueError(f'train: accum_iter must be a whole number >= 1 (1: no accumulation), got {accum_iter!r}')
@@ -66,7 +75,7 @@ class TrainSwitches:
         if ema_power is not None and not train_opt.get('ema_decay', 0) > 0:
             raise ValueError('train: ema_power warms up the EMA, but ema_decay is 0 (no EMA): set ema_decay or remove '
                              'ema_power')
-        return cls(use_amp, AMP_DTYPES[name], accum_iter, _positive_number(train_opt, 'grad_clip'), ema_power)
+        return cls(use_amp, amp_dtype, accum_iter, _positive_number(train_opt, 'grad_clip'), ema_power)
 
     @property
     def scales_loss(self) -> bool:
