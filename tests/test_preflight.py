@@ -67,6 +67,7 @@ def run_many(script: str, root: Path, files: list[Path], *args: str) -> tuple[li
 
 
 @no_cuda
+@pytest.mark.slow
 def test_original_test_files_are_refused_on_a_cpu_before_anything_is_written(layout):
     files = []
     for stem in ORIGINAL_TEST_FILES:
@@ -83,6 +84,7 @@ def test_original_test_files_are_refused_on_a_cpu_before_anything_is_written(lay
     assert stderr.count('1 problem, nothing was written') == len(files)
 
 
+@pytest.mark.slow
 def test_original_test_files_run_on_the_cpu_with_num_gpu_0(layout):
     files = []
     for stem in ORIGINAL_TEST_FILES:
@@ -98,6 +100,7 @@ def test_original_test_files_run_on_the_cpu_with_num_gpu_0(layout):
     assert not (layout / 'results' / '.locks').exists()
 
 
+@pytest.mark.slow
 def test_finetune_from_x2_with_strict_load_names_the_fix(layout, tmp_path):
     """The original's train_HAT_SRx4_finetune_from_SRx2.yml: x2 weights into x4 with strict_load_g: true."""
     weights = 'experiments/train_HAT_SRx2_from_scratch/models/net_g_latest.pth'
@@ -185,6 +188,7 @@ def write_tiny_train(root: Path, name: str, **replace: str) -> Path:
     return yml
 
 
+@pytest.mark.slow
 def test_refused_training_leaves_an_existing_experiment_where_it_is(layout, tmp_path):
     os.symlink(layout / 'datasets', tmp_path / 'datasets')
     earlier = tmp_path / 'experiments' / 'tiny' / 'models' / 'net_g_1000.pth'
@@ -205,6 +209,7 @@ def test_refused_training_leaves_an_existing_experiment_where_it_is(layout, tmp_
     assert tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_user_mistakes_print_one_line(tmp_path):
     missing = subprocess.run(command('test', tmp_path, '-opt', str(tmp_path / 'no.yml')), cwd=tmp_path,
                              env=subprocess_env(), capture_output=True, text=True, timeout=300)
