@@ -458,9 +458,12 @@ class _Checker:
 
 def _lookup(registry: Any, name: Any) -> Any:
     """The class ``registry.get`` returns for ``name`` (BasicSR files its own under ``<name>_basicsr`` too), or None."""
-    if not isinstance(name, str) or not (name in registry or f'{name}_basicsr' in registry):
+    if not isinstance(name, str):
         return None
-    return registry.get(name)
+    for key in (name, f'{name}_basicsr'):
+        if key in registry:
+            return registry.get(key)
+    return None
 
 
 def _importable(name: str) -> bool:

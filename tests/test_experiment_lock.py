@@ -88,3 +88,22 @@ def test_two_trainings_of_one_experiment(tmp_path):
     assert f'taking over the stale lock of experiment \'{name}\': its owner (pid {first.pid}' in third.stderr
     assert not (experiments / '.locks').exists()
     assert len(list(experiments.glob(f'{name}_archived_*'))) == 1  # the killed run's folder, archived as BasicSR does
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_all_stop_when_rank_0_finds_the_experiment_locked(tmp_path):
+    make_original_layout(tmp_path)
+    name = 'train_HAT_SRx2_from_scratch'
+    yml = tmp_path / f'{name}.yml'
+    yml.write_text(original_train_yaml(name, 2))
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                f'--log-dir={tmp_path / "torchrun_logs"}', '--redirects=3', '--no-python']
+    with acquire(lock_path(str(tmp_path), 'experiments', name), 'the test'):
+        result = subprocess.run(torchrun + command('train', tmp_path, '-opt', str(yml), '--launcher', 'pytorch',
+                                                      '--force_yml', 'datasets:train:dataset_enlarge_ratio=8'),
+                                cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    errors = {int(p.parent.name): p.read_text() for p in (tmp_path / 'torchrun_logs').rglob('stderr.log')}
+    assert result.returncode != 0 and set(errors) == {0, 1}
+    assert f'is in use by another run: pid {os.getpid()}' in errors[0]
+    assert 'rank 0 refused to start' in errors[1]
+    assert not (tmp_path / 'experiments' / name).exists()
