@@ -60,8 +60,8 @@ def _read_owner(fd: int) -> dict[str, Any]:
 class ExperimentLock:
     """An acquired lock; ``release()`` (or leaving a ``with`` block) removes the file and frees it."""
 
-    def __init__(self, path: str, fd: Optional[int]) -> None:
-        self.path, self._fd = path, fd
+    def __init__(self, path: str, fd: Optional[int], created: tuple[str, ...] = ()) -> None:
+        self.path, self._fd, self._created = path, fd, created
 
     def release(self) -> None:
         """Remove the lock file and unlock (safe to call more than once)."""
@@ -70,8 +70,9 @@ class ExperimentLock:
         try:
             if os.path.exists(self.path) and os.path.samestat(os.stat(self.path), os.fstat(self._fd)):
                 os.unlink(self.path)
-            with contextlib.suppress(OSError):  # the folder goes only once no other experiment holds a lock there
-                os.rmdir(os.path.dirname(self.path))
+            for folder in (os.path.dirname(self.path), *self._created):
+                with contextlib.suppress(OSError):  # only empty folders go: no other lock, no experiment in them
+                    os.rmdir(folder)
         finally:
             os.close(self._fd)
             self._fd = None
@@ -88,6 +89,10 @@ def acquire(path: str, what: str) -> ExperimentLock:
 
     A lock file whose owner is gone (no process holds its ``flock``) is taken over with a note.
     """
+    created, folder = [], os.path.dirname(os.path.dirname(path))
+    while folder and not os.path.isdir(folder):  # e.g. experiments/: removed again on release if still empty
+        created.append(folder)
+        folder = os.path.dirname(folder)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -125,4 +130,4 @@ def acquire(path: str, what: str) -> ExperimentLock:
         except BaseException:
             os.close(fd)
             raise
-        return ExperimentLock(path, fd)
+        return ExperimentLock(path, fd, tuple(created))

@@ -34,8 +34,7 @@ def test_second_holder_is_refused_with_the_owner_named(tmp_path):
         message = str(refused.value)
         assert f'pid {os.getpid()} on host {socket.gethostname()} since ' in message
         assert "experiment 'x' is in use by another run" in message and 'another `name`' in message
-    assert not (tmp_path / 'experiments').joinpath('.locks').exists()
-    assert (tmp_path / 'experiments').is_dir() and not list((tmp_path / 'experiments').iterdir())
+    assert not (tmp_path / 'experiments').exists(), 'the lock should leave no folder it created behind'
 
 
 def test_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):

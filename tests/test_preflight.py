@@ -221,3 +221,18 @@ def test_user_mistakes_print_one_line(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and 'Traceback' not in result.stderr and 'not valid YAML at line' in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ['broken.yml']
+
+
+@pytest.mark.slow
+def test_a_mistake_found_after_the_checks_prints_one_line(layout, tmp_path):
+    os.symlink(layout / 'datasets', tmp_path / 'datasets')
+    state = tmp_path / 'old' / '1000.state'
+    state.parent.mkdir()
+    state.write_bytes(b'half a training state')
+    yml = write_tiny_train(tmp_path, 'tiny', **{'resume_state: ~': f'resume_state: {state}'})
+    before = tree(tmp_path)
+    result = subprocess.run(command('train', tmp_path, '-opt', str(yml)), cwd=tmp_path, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert f"hat/train.py: error: training state '{state}' does not load" in result.stderr
+    assert tree(tmp_path) == before
