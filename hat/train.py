@@ -76,7 +76,14 @@ def run_checked(module: Any, pipeline: Callable[[str], None], root_path: str) ->
             raw = read_option_file(source)
             if parse_blockers(raw, is_train, debug_requested()):
                 raise OptionError(source, find_problems(raw, is_train) or ['BasicSR cannot parse these options'])
-            opt, args = parse(root, is_train)
+            try:
+                opt, args = parse(root, is_train)
+            except (KeyError, ValueError, SyntaxError, NameError) as error:
+                if '--force_yml' not in sys.argv:
+                    raise
+                problem = (f'--force_yml: cannot apply it ({type(error).__name__}: {error}); write section:key=value '
+                           'for keys the file has, e.g. train:total_iter=1000')
+                raise OptionError(source, [problem]) from error
             error = None
             try:
                 check(opt, is_train, source)

@@ -217,10 +217,16 @@ def test_user_mistakes_print_one_line(tmp_path):
     assert "-opt: '" in missing.stderr and "no.yml' is not a file" in missing.stderr
     broken = tmp_path / 'broken.yml'
     broken.write_text('name: x\nscale: [2\n')
+    (tmp_path / 'HAT_SRx4.yml').write_text(original_test_yaml('HAT_SRx4', num_gpu='0'))
     result = subprocess.run(command('test', tmp_path, '-opt', str(broken)), cwd=tmp_path, env=subprocess_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and 'Traceback' not in result.stderr and 'not valid YAML at line' in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['broken.yml']
+    forced = subprocess.run(command('test', tmp_path, '-opt', str(tmp_path / 'HAT_SRx4.yml'), '--force_yml',
+                                    'nosuch:key=1'), cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert forced.returncode == 2 and 'Traceback' not in forced.stderr, forced.stderr[-3000:]
+    assert "--force_yml: cannot apply it (KeyError: 'nosuch')" in forced.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['HAT_SRx4.yml', 'broken.yml']
 
 
 @pytest.mark.slow
