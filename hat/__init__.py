@@ -1,12 +1,14 @@
 """HAT (Hybrid Attention Transformer) for image super-resolution, as a BasicSR plugin.
 
-``import hat`` makes basicsr 1.4.2 importable on today's torchvision (see
-``hat.basicsr_compat``) and registers HAT's architecture, datasets and models in BasicSR's
-registries.
+``import hat`` only adds: it registers HAT's architecture, datasets and models in BasicSR's
+registries and, where torchvision lacks it, the ``torchvision.transforms.functional_tensor``
+module basicsr 1.4.2 imports. It changes none of basicsr's functions; ``hat/train.py`` and
+``hat/test.py`` apply their workarounds for their own run (``hat.basicsr_compat.patch_basicsr``
+does the same for other scripts).
 """
 from hat import basicsr_compat
 
-basicsr_compat.apply()
+basicsr_compat.install_functional_tensor_shim()
 
 from hat import data, models  # noqa: E402,F401
 from hat.archs import HAT  # noqa: E402

@@ -2,22 +2,25 @@
 
 basicsr 1.4.2 (the last PyPI release) predates several torch/torchvision changes and was
 written for GPUs only. Rather than editing site-packages or vendoring BasicSR, this module
-replaces the few functions that break, and nothing else. It must run before ``basicsr``
-is first imported, which ``import hat`` guarantees (``hat/__init__.py`` imports it first).
+provides replacements for the few functions that break. ``import hat`` installs only the
+first item below (it adds a module and changes nothing); the others change how BasicSR's
+pipelines behave, so they are installed only while ``hat/train.py`` / ``hat/test.py`` run,
+or where a script asks for them with :func:`patch_basicsr`.
 
-Patches:
 - ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17, but
   ``basicsr/data/degradations.py`` imports ``rgb_to_grayscale`` from it. We register a
-  module of that name that re-exports the public function.
-- Option parsing (``basicsr.train``/``basicsr.test``): accepts ``--local-rank`` (what
-  ``torch.distributed.launch`` passes) besides ``--local_rank``, and hands the option
-  file's ``dist_params`` and ``num_gpu`` to the distributed start-up below.
-- Distributed start-up (``init_dist``): basicsr calls ``torch.cuda.set_device`` and
-  hard-codes NCCL. Ours uses ``dist_params.backend`` (NCCL by default) and the
-  ``LOCAL_RANK`` GPU when the run uses GPUs, gloo on CPU (``num_gpu: 0`` or no CUDA).
+  module of that name that re-exports the public function (at ``import hat``).
+- Option parsing (``basicsr.train``/``basicsr.test``/``basicsr.utils.options``
+  ``parse_options``): accepts ``--local-rank`` (what ``torch.distributed.launch`` passes)
+  besides ``--local_rank``, and hands the option file's ``dist_params`` and ``num_gpu`` to
+  the distributed start-up below.
+- Distributed start-up (``basicsr.utils.options.init_dist``): basicsr calls
+  ``torch.cuda.set_device`` and hard-codes NCCL. Ours uses ``dist_params.backend`` (NCCL by
+  default) and the ``LOCAL_RANK`` GPU when the run uses GPUs, gloo on CPU (``num_gpu: 0`` or
+  no CUDA).
 - Resume (``basicsr.train.load_resume_state``): basicsr calls
-  ``torch.cuda.current_device()`` (fails on CPU), looks for states relative to the
-  working directory instead of the experiment folder, takes the newest state even if it is
+  ``torch.cuda.current_device()`` (fails on CPU), looks for states relative to the working
+  directory instead of the experiment folder, takes the newest state even if it is
   truncated, and loads it with pickle. Ours loads with ``weights_only=True`` onto the CPU
   and, with ``--auto_resume``, takes the newest state whose files all load; it also removes
   the temp files of checkpoint writes a crash interrupted.
@@ -29,6 +32,11 @@ import re
 import sys
 import types
 from typing import Any, Optional
+
+
+class LaunchError(RuntimeError):
+    """A distributed launcher asked for without what it needs (torchrun's environment, a known launcher)."""
+
 
 #: What the option file asks of ``torch.distributed``, read before basicsr starts it.
 _DIST_REQUEST: dict[str, Any] = {'dist_params': {}, 'num_gpu': 'auto'}
@@ -57,7 +65,8 @@ def normalise_local_rank(argv: list[str]) -> list[str]:
     return [re.sub(r'^--local-rank(?==|$)', '--local_rank', arg) for arg in argv]
 
 
-def _option_file(argv: list[str]) -> Optional[str]:
+def option_file(argv: list[str]) -> Optional[str]:
+    """The ``-opt`` argument of a BasicSR command line, if any."""
     for i, arg in enumerate(argv):
         if arg == '-opt' and i + 1 < len(argv):
             return argv[i + 1]
@@ -70,15 +79,22 @@ def _wrap_parse_options(original):
     def parse_options(root_path, is_train=True):
         import yaml
 
-        sys.argv[:] = normalise_local_rank(sys.argv)
-        path = _option_file(sys.argv)
-        if path and os.path.isfile(path):
-            with open(path, encoding='utf-8') as f:
-                raw = yaml.safe_load(f) or {}
-            _DIST_REQUEST.update(dist_params=dict(raw.get('dist_params') or {}), num_gpu=raw.get('num_gpu', 'auto'))
-        return original(root_path, is_train)
+        argv = sys.argv[:]
+        sys.argv[:] = normalise_local_rank(argv)
+        try:
+            path = option_file(sys.argv)
+            if path and os.path.isfile(path):
+                with open(path, encoding='utf-8') as f:
+                    raw = yaml.safe_load(f) or {}
+                if isinstance(raw, dict):
+                    _DIST_REQUEST.update(dist_params=dict(raw.get('dist_params') or {}),
+                                         num_gpu=raw.get('num_gpu', 'auto'))
+            return original(root_path, is_train)
+        finally:
+            sys.argv[:] = argv
 
     parse_options.__doc__ = original.__doc__
+    parse_options._hat_original = original
     return parse_options
 
 
@@ -110,10 +126,10 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> No
     if launcher == 'slurm':
         _export_slurm_env(port)
     elif launcher != 'pytorch':
-        raise ValueError(f'unknown launcher {launcher!r}; use none, pytorch (torchrun) or slurm')
+        raise LaunchError(f'unknown launcher {launcher!r}; use none, pytorch (torchrun) or slurm')
     missing = [v for v in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if v not in os.environ]
     if missing:
-        raise RuntimeError(f'--launcher {launcher} needs the environment variables {missing}; start the run with '
+        raise LaunchError(f'--launcher {launcher} needs the environment variables {missing}; start the run with '
                            '`torchrun --nproc_per_node=N hat/train.py -opt ... --launcher pytorch`')
     use_gpu = torch.cuda.is_available() and _DIST_REQUEST['num_gpu'] != 0
     if use_gpu:
@@ -201,21 +217,46 @@ def _prefer_existing_network_files(opt: dict, it: int) -> None:
             opt['path'][key] = found or path
 
 
-def patch_basicsr() -> None:
-    """Install the option-parsing, distributed and resume replacements into basicsr's modules."""
-    import basicsr.test
-    import basicsr.train
-    import basicsr.utils.options
+class BasicsrPatch:
+    """The replacements :func:`patch_basicsr` installed; ``restore()`` (or leaving a ``with`` block) undoes them."""
 
-    basicsr.utils.options.init_dist = init_dist
-    for module in (basicsr.train, basicsr.test):
-        if not getattr(module.parse_options, '_hat_patched', False):
-            module.parse_options = _wrap_parse_options(module.parse_options)
-            module.parse_options._hat_patched = True
-    basicsr.train.load_resume_state = load_resume_state
+    def __init__(self) -> None:
+        import basicsr.test
+        import basicsr.train
+        import basicsr.utils.options
+
+        options = basicsr.utils.options
+        self._saved = [(options, 'init_dist', options.init_dist),
+                       (basicsr.train, 'load_resume_state', basicsr.train.load_resume_state)]
+        self._saved += [(module, 'parse_options', module.parse_options)
+                        for module in (options, basicsr.train, basicsr.test)]
+        options.init_dist = init_dist
+        basicsr.train.load_resume_state = load_resume_state
+        for module in (options, basicsr.train, basicsr.test):
+            if not hasattr(module.parse_options, '_hat_original'):
+                module.parse_options = _wrap_parse_options(module.parse_options)
+
+    def restore(self) -> None:
+        """Put back what basicsr's modules held before this patch (safe to call more than once)."""
+        for module, name, value in reversed(self._saved):
+            setattr(module, name, value)
+        self._saved = []
+
+    def __enter__(self) -> BasicsrPatch:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.restore()
 
 
-def apply() -> None:
-    """Apply every workaround; safe to call more than once."""
-    install_functional_tensor_shim()
-    patch_basicsr()
+def patch_basicsr() -> BasicsrPatch:
+    """Make basicsr 1.4.2's train/test pipelines work on today's stack: CPU resume, gloo/torchrun, ``--local-rank``.
+
+    ``hat/train.py`` and ``hat/test.py`` do this for their run only. Scripts that call
+    ``basicsr.train.train_pipeline`` themselves call it first, for the rest of the process::
+
+        hat.basicsr_compat.patch_basicsr()
+
+    or for one block: ``with hat.basicsr_compat.patch_basicsr(): train_pipeline(root)``.
+    """
+    return BasicsrPatch()

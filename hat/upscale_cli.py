@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-o', '--output', required=True,
                         help='output folder (created if missing), or the output file when INPUT is one file and '
                              'OUTPUT has an image extension (e.g. result.png)')
-    parser.add_argument('-m', '--model', required=True, help='HAT checkpoint (.pth or .safetensors; params_ema, params or bare)')
+    parser.add_argument('-m', '--model', required=True,
+                        help='HAT checkpoint (.pth or .safetensors; params_ema, params or bare)')
     parser.add_argument('--tile', type=parse_tile, default='auto',
                         help="tile size in input pixels; 'auto' (default): the whole image when it fits in the "
                              "memory available (container and ulimit included), else the largest tile that does; "

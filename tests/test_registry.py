@@ -1,4 +1,5 @@
-"""`import hat` makes basicsr importable on today's torchvision and registers HAT."""
+"""`import hat` makes basicsr importable on today's torchvision and registers HAT, and changes nothing else."""
+import os
 import subprocess
 import sys
 
@@ -8,16 +9,56 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 
-def test_import_hat_then_basicsr_in_a_fresh_interpreter():
+def run_python(code: str, cwd) -> subprocess.CompletedProcess:
+    """``python -c code`` in a fresh interpreter that imports this clone's ``hat``, started in ``cwd``."""
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(REPO_ROOT), os.environ.get('PYTHONPATH', '')]),
+           'OMP_NUM_THREADS': '1'}
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_import_hat_then_basicsr_in_a_fresh_interpreter(tmp_path):
     code = (
         'import hat, basicsr\n'
         'from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY\n'
         'print(ARCH_REGISTRY.get("HAT").__module__, MODEL_REGISTRY.get("HATModel").__name__)\n'
     )
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO_ROOT.parent,
-                            timeout=300)
+    result = run_python(code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ['hat.archs.hat_arch', 'HATModel']
+
+
+#: Prints, for each function hat/train.py replaces during a run, whether basicsr's module holds its own.
+ORIGINALS = """
+import sys
+argv = list(sys.argv)
+import hat, hat.train, hat.test  # basicsr itself cannot be imported first on today's torchvision
+import basicsr.test, basicsr.train, basicsr.utils.options, basicsr.utils.dist_util
+def own():
+    options = basicsr.utils.options
+    return [options.init_dist is basicsr.utils.dist_util.init_dist,
+            basicsr.train.parse_options is options.parse_options, basicsr.test.parse_options is options.parse_options,
+            options.parse_options.__module__ == 'basicsr.utils.options',
+            basicsr.train.load_resume_state.__module__ == 'basicsr.train', sys.argv == argv]
+"""
+
+
+def test_import_hat_leaves_basicsr_functions_alone(tmp_path):
+    result = run_python(ORIGINALS + 'print(own())\n', tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([True] * 6)
+
+
+def test_patch_basicsr_installs_the_workarounds_and_restores_them(tmp_path):
+    code = ORIGINALS + (
+        'from hat.basicsr_compat import load_resume_state, patch_basicsr\n'
+        'with patch_basicsr():\n'
+        '    inside = own()\n'
+        '    ours = basicsr.train.load_resume_state is load_resume_state\n'
+        'print(inside, ours, own())\n'
+    )
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f'{[False] * 5 + [True]} True {[True] * 6}'
 
 
 def test_network_g_section_of_a_published_option_file_builds_hat():

@@ -77,9 +77,9 @@ def test_missing_dataset_folder_fails_before_creating_the_experiment(tmp_path):
     assert not (tmp_path / 'experiments').exists()
 
 
-def test_train_script_runs_as_a_file_and_documents_the_basicsr_flags():
+def test_train_script_runs_as_a_file_and_documents_the_basicsr_flags(tmp_path):
     result = subprocess.run([sys.executable, str(REPO_ROOT / 'hat' / 'train.py'), '--help'], capture_output=True,
-                            text=True, timeout=120, cwd=REPO_ROOT / 'hat')
+                            text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for flag in ('-opt', '--launcher', '--auto_resume', '--debug', '--force_yml', '--local_rank'):
         assert flag in result.stdout

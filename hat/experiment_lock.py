@@ -1,0 +1,133 @@
+"""One run per experiment: a lock on ``experiments/<name>`` (training) or ``results/<name>`` (testing).
+
+BasicSR moves an existing experiment folder aside (``<name>_archived_<time>``) when a run
+starts, even while another run is still writing into it. ``hat/train.py`` and
+``hat/test.py`` therefore take ``<root>/experiments/.locks/<name>.lock`` (or
+``results/.locks/``) after the option checks and before BasicSR touches the folder. The
+lock lives beside the experiment folders, not inside: taking it must not create the folder
+BasicSR is about to archive, and a refused start creates nothing.
+
+The file names its owner (pid, host, start time, command) for the message a second run
+gets. Mutual exclusion itself is the kernel's ``flock`` on that file, which is released
+when the owner exits in any way, so a lock file left by a dead process is recognised as
+stale and taken over.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any, Optional
+
+#: Folder under ``experiments/`` and ``results/`` that holds the lock files.
+LOCKS_FOLDER = '.locks'
+
+
+class ExperimentLockedError(RuntimeError):
+    """Another running process holds the lock of this experiment."""
+
+
+def lock_path(root_path: str, kind: str, name: str) -> str:
+    """Where the lock of experiment ``name`` lives: ``<root>/<kind>/.locks/<name>.lock``."""
+    return os.path.join(root_path, kind, LOCKS_FOLDER, f'{name}.lock')
+
+
+def describe(owner: dict[str, Any]) -> str:
+    """'pid 123 on host h since 2026-11-30 12:00:00 (hat/train.py -opt x.yml)' from a lock file's content."""
+    since = owner.get('since')
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since)) if isinstance(since, (int, float)) else '?'
+    text = f'pid {owner.get("pid", "?")} on host {owner.get("host", "?")} since {when}'
+    return text + (f' ({owner["command"]})' if owner.get('command') else '')
+
+
+def _read_owner(fd: int) -> dict[str, Any]:
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = b''
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    try:
+        owner = json.loads(data.decode('utf-8'))
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+class ExperimentLock:
+    """An acquired lock; ``release()`` (or leaving a ``with`` block) removes the file and frees it."""
+
+    def __init__(self, path: str, fd: Optional[int], created: tuple[str, ...] = ()) -> None:
+        self.path, self._fd, self._created = path, fd, created
+
+    def release(self) -> None:
+        """Remove the lock file and unlock (safe to call more than once)."""
+        if self._fd is None:
+            return
+        try:
+            if os.path.exists(self.path) and os.path.samestat(os.stat(self.path), os.fstat(self._fd)):
+                os.unlink(self.path)
+            for folder in (os.path.dirname(self.path), *self._created):
+                with contextlib.suppress(OSError):  # only empty folders go: no other lock, no experiment in them
+                    os.rmdir(folder)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> ExperimentLock:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
+def acquire(path: str, what: str) -> ExperimentLock:
+    """Take the lock at ``path`` for ``what`` (e.g. "experiment 'x'"), or raise :class:`ExperimentLockedError`.
+
+    A lock file whose owner is gone (no process holds its ``flock``) is taken over with a note.
+    """
+    created, folder = [], os.path.dirname(os.path.dirname(path))
+    while folder and not os.path.isdir(folder):  # e.g. experiments/: removed again on release if still empty
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                print(f'[hat] warning: cannot lock {path} ({error.strerror}); this file system does not guard '
+                      f'{what} against a second run of the same name', file=sys.stderr)
+                return ExperimentLock(path, None)
+            owner = {}
+            for _ in range(20):  # the owner may be between taking the lock and writing its name
+                owner = _read_owner(fd)
+                if owner:
+                    break
+                time.sleep(0.05)
+            os.close(fd)
+            raise ExperimentLockedError(
+                f'{what} is in use by another run: {describe(owner)}. Wait for it to finish, stop it, or give this '
+                f'run another `name`; starting now would archive its folder while it writes (lock: {path})') from None
+        try:
+            if not os.path.exists(path) or not os.path.samestat(os.stat(path), os.fstat(fd)):
+                os.close(fd)  # the previous owner removed the file between our open and lock: take the new one
+                continue
+            previous = _read_owner(fd)
+            if previous:
+                print(f'[hat] taking over the stale lock of {what}: its owner ({describe(previous)}) is no longer '
+                      'running', file=sys.stderr)
+            owner = dict(pid=os.getpid(), host=socket.gethostname(), since=time.time(), command=' '.join(sys.argv))
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(owner).encode('utf-8'))
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return ExperimentLock(path, fd, tuple(created))
