@@ -115,6 +115,24 @@ def _export_slurm_env(port: Optional[int]) -> None:
         env['MASTER_ADDR'] = hosts.split()[0] if hosts.strip() else nodes.split(',')[0]
 
 
+#: Minutes a rank waits in a collective before giving up. Validation runs on rank 0 alone while the other
+#: ranks wait in their next step, so NCCL's 10-minute default would kill long validations (HAT-L on Urban100).
+COLLECTIVE_TIMEOUT_MINUTES = 120
+
+
+def collective_timeout(minutes: Any = None) -> Any:
+    """``dist_params: timeout`` (minutes, default ``COLLECTIVE_TIMEOUT_MINUTES``) as the timedelta torch takes."""
+    from datetime import timedelta
+
+    if isinstance(minutes, timedelta):
+        return minutes
+    minutes = COLLECTIVE_TIMEOUT_MINUTES if minutes is None else minutes
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0:
+        raise LaunchError(f'dist_params: timeout is {minutes!r}; write the minutes a rank may wait for the others, '
+                          f'e.g. {COLLECTIVE_TIMEOUT_MINUTES}')
+    return timedelta(minutes=minutes)
+
+
 def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> None:
     """Start ``torch.distributed`` for torchrun (``pytorch``) or ``slurm``: NCCL on GPUs, gloo on CPU."""
     import torch
@@ -123,6 +141,7 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> No
     params = {**_DIST_REQUEST['dist_params'], **kwargs}
     backend = backend or params.pop('backend', None)
     port = params.pop('port', None)
+    params['timeout'] = collective_timeout(params.get('timeout'))
     if launcher == 'slurm':
         _export_slurm_env(port)
     elif launcher != 'pytorch':

@@ -374,6 +374,7 @@ class _Checker:
                 except (TypeError, ValueError) as error:
                     self.add(key, f'the optimizer does not accept these options: {error}')
             self.check_scheduler(train)
+            self.check_switches()
             losses = [k for k, v in train.items() if str(k).endswith('_opt') and v is not None]
             if not losses:
                 self.add('train.pixel_opt', 'missing, and no other loss is set; add e.g. `pixel_opt: {type: L1Loss, '
@@ -398,6 +399,18 @@ class _Checker:
             if isinstance(wandb, dict) and wandb.get('project') and 'debug' not in name and not _importable('wandb'):
                 self.add('logger.wandb.project', f'{wandb["project"]!r} is set, but the wandb package is not '
                                                  'installed; `pip install wandb` or write `project: ~`')
+
+    def check_switches(self) -> None:
+        """The training switches (accum_iter, grad_clip, ema_power, use_amp, amp_dtype) and the network file format."""
+        from hat.checkpoint import network_format
+        from hat.models.train_switches import check_train_switches
+
+        for check in (check_train_switches, network_format):
+            try:
+                check(self.opt)
+            except ValueError as error:
+                key, _, text = str(error).partition(': ')
+                self.add(key, text)
 
     def check_scheduler(self, train: dict) -> None:
         import torch

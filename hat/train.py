@@ -107,11 +107,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean a mistake in the options, paths or command line, shown as one line without --debug."""
     from hat.basicsr_compat import LaunchError
     from hat.checkpoint import CheckpointError
+    from hat.data.bad_images import BadImageError
     from hat.experiment_lock import ExperimentLockedError
     from hat.preflight import OptionError
 
-    return (OptionError, ExperimentLockedError, CheckpointError, LaunchError, FileNotFoundError, NotADirectoryError,
-            IsADirectoryError, PermissionError, ValueError)
+    return (OptionError, ExperimentLockedError, CheckpointError, LaunchError, BadImageError, FileNotFoundError,
+            NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
 
 
 def run_command(script: str, module: Any, pipeline: Callable[[str], None], root_path: str) -> None:

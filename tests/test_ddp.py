@@ -1,6 +1,7 @@
 """Distributed training with real torchrun: two CPU processes (gloo) train together; only rank 0 writes."""
 from __future__ import annotations
 
+import datetime
 import math
 import re
 import socket
@@ -177,3 +178,23 @@ def test_dist_params_and_cpu_pick_the_backend(monkeypatch, capsys):
         assert '[hat] distributed rank 0 of 1: backend gloo, cpu' in capsys.readouterr().out
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_ranks_wait_long_enough_for_rank_0_to_validate(monkeypatch):
+    """NCCL's 10-minute watchdog would kill a run while rank 0 validates alone: dist_params.timeout, 120 by default."""
+    seen = {}
+    monkeypatch.setattr(torch.distributed, 'init_process_group', lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(torch.distributed, 'get_rank', lambda: 0)
+    monkeypatch.setattr(torch.distributed, 'get_world_size', lambda: 1)
+    for name, value in dict(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT='29500').items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'num_gpu', 0)
+    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'dist_params', {'backend': 'gloo'})
+    init_dist('pytorch')
+    assert seen['timeout'] == datetime.timedelta(minutes=120)
+    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'dist_params', {'backend': 'gloo', 'timeout': 30})
+    init_dist('pytorch')
+    assert seen['timeout'] == datetime.timedelta(minutes=30)
+    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'dist_params', {'timeout': 'long'})
+    with pytest.raises(basicsr_compat.LaunchError, match="dist_params: timeout is 'long'"):
+        init_dist('pytorch')

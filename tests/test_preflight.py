@@ -143,6 +143,10 @@ MISTAKES = {
     'unknown network option': ('mlp_ratio: 2', 'mlp_ratio: 2\n  mlp_ration: 4', 'network_g.mlp_ration: 4 is not an '
                                'option of HAT', 'fix its spelling'),
     'unknown optimizer': ('type: Adam', 'type: Adamm', "train.optim_g.type: 'Adamm' is not an optimizer", 'type: Adam'),
+    'accumulation of zero': ('total_iter: 500000', 'total_iter: 500000\n  accum_iter: 0',
+                             'train: accum_iter must be a whole number >= 1', '1: no accumulation'),
+    'unknown network format': ('strict_load_g: true', 'strict_load_g: true\n  network_format: onnx',
+                               "path: network_format is 'onnx'", 'use pth'),
     'train section missing': ('# training settings\ntrain:', '# training settings\nnot_train:', 'train: missing',
                               'add the `train:` section'),
 }
