@@ -13,8 +13,9 @@ basicsr_compat.install_functional_tensor_shim()
 from hat import data, models  # noqa: E402,F401
 from hat.archs import HAT  # noqa: E402
 from hat.archs.hat_presets import PRESETS, create_hat  # noqa: E402
-from hat.checkpoint import CheckpointError, load_hat, read_state_dict  # noqa: E402
+from hat.checkpoint import CheckpointError, load_hat, read_state_dict, save_weights  # noqa: E402
 from hat.upscaler import Upscaler  # noqa: E402
 from hat.version import __version__  # noqa: E402
 
-__all__ = ['HAT', 'PRESETS', 'CheckpointError', 'create_hat', 'load_hat', 'read_state_dict', 'Upscaler', '__version__']
+__all__ = ['HAT', 'PRESETS', 'CheckpointError', 'create_hat', 'load_hat', 'read_state_dict', 'save_weights',
+           'Upscaler', '__version__']
