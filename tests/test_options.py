@@ -165,11 +165,15 @@ def test_test_file_matches_published_checkpoint(stem):
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=lambda p: f'{p.parent.name}/{p.stem}')
 def test_option_file_passes_the_pre_flight_checks(path, monkeypatch):
-    """Our own files are not refused by hat/train.py's and hat/test.py's checks (published weights aside)."""
+    """Our own files are not refused by hat/train.py's and hat/test.py's checks (published weights aside; a file
+    made for one GPU, `num_gpu: 1`, is refused exactly where there is no GPU)."""
     from hat.preflight import find_problems
 
     monkeypatch.chdir(REPO_ROOT)
     with skipped_random_init():
         problems = find_problems(load(path), is_train=path.parent.name == 'train')
     pretrained = load(path)['path'].get('pretrain_network_g')
-    assert [p for p in problems if not p.startswith(f"path.pretrain_network_g: '{pretrained}' does not exist")] == []
+    expected = [f"path.pretrain_network_g: '{pretrained}' does not exist"]
+    if load(path)['num_gpu'] == 1 and not torch.cuda.is_available():
+        expected.append('num_gpu: 1 asks for a GPU, but CUDA is not available')
+    assert [p for p in problems if not p.startswith(tuple(expected))] == []
