@@ -61,7 +61,7 @@ def test_upscale_command_reads_safetensors(tmp_path, tiny, python):
     weights = save_bare(tmp_path / 'tiny.safetensors', tiny.state_dict())
     photo = tmp_path / 'photo.png'
     cv2.imwrite(str(photo), sample_photo()[100:124, 200:220, ::-1])
-    run = subprocess.run([python, '-m', 'hat.upscale', '-m', weights, '-i', photo, '-o', tmp_path / 'out'],
+    run = subprocess.run([python, '-m', 'hat.upscale_cli', '-m', weights, '-i', photo, '-o', tmp_path / 'out'],
                          cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert cv2.imread(str(tmp_path / 'out' / 'photo.png')).shape == (48, 40, 3)
@@ -91,7 +91,7 @@ def test_export_command_reads_safetensors(tmp_path, tiny, monkeypatch):
     (lambda p: p.mkdir(), 'is a folder, not a checkpoint file'),
 ])
 def test_upscale_names_a_broken_checkpoint_in_one_line(tmp_path, capsys, make, says):
-    from hat import upscale
+    from hat import upscale_cli as upscale
 
     weights = tmp_path / 'HAT_SRx4.safetensors'
     make(weights)
