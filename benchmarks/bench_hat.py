@@ -202,7 +202,7 @@ def count_flops(config: dict, batch: int, size: int, train: bool) -> float:
     return float(counter.get_total_flops())
 
 
-def measured_gemm_peak(device: torch.device, dtype: torch.dtype, n: Optional[int] = None) -> float:
+def measured_gemm_peak(device: torch.device, dtype: torch.dtype, n: Optional[int] = None, clock: str = 'wall') -> float:
     """FLOP/s of a large square matmul in ``dtype`` (best of 5): the practical peak of this device at
     this dtype. 2048^3 on CPU, 8192^3 on GPU (smaller ones leave a GPU's tensor cores idle)."""
     n = n or (8192 if device.type == 'cuda' else 2048)
@@ -210,7 +210,7 @@ def measured_gemm_peak(device: torch.device, dtype: torch.dtype, n: Optional[int
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
-    return 2 * n ** 3 / min(timed(lambda: a @ b, device) for _ in range(5))
+    return 2 * n ** 3 / min(timed(lambda: a @ b, device, clock) for _ in range(5))
 
 
 def datasheet_peak(device: torch.device, dtype_name: str) -> Optional[float]:
@@ -221,7 +221,8 @@ def datasheet_peak(device: torch.device, dtype_name: str) -> Optional[float]:
     return next((peaks[dtype_name] * 1e12 for key, peaks in GPU_PEAK_TFLOPS if key in name), None)
 
 
-def device_peak(device: torch.device, dtype_name: str, override_tflops: Optional[float]) -> tuple[float, str]:
+def device_peak(device: torch.device, dtype_name: str, override_tflops: Optional[float],
+                clock: str = 'wall') -> tuple[float, str]:
     """The FLOP/s the "% peak" column divides by for rows in ``dtype_name``, and where it comes from."""
     if override_tflops:
         return override_tflops * 1e12, '--peak-tflops'
@@ -230,7 +231,7 @@ def device_peak(device: torch.device, dtype_name: str, override_tflops: Optional
     datasheet = datasheet_peak(device, dtype_name)
     if datasheet:
         source += f'; datasheet {datasheet / 1e12:.1f} TFLOP/s'
-    return measured_gemm_peak(device, DTYPES[dtype_name], n), source
+    return measured_gemm_peak(device, DTYPES[dtype_name], n, clock), source
 
 
 def build_model(config: dict, variant: Variant, device: torch.device, train: bool) -> torch.nn.Module:
@@ -515,7 +516,7 @@ def main(argv=None) -> list:
     results, flops, reference = [], {}, {}
     all_variants = {str(v): v for mode in args.modes for v in (args.variants or default_variants(device, mode))}
     dtype_names = dict.fromkeys(v.dtype for v in all_variants.values())
-    args.peaks = {name: device_peak(device, name, args.peak_tflops) for name in dtype_names}
+    args.peaks = {name: device_peak(device, name, args.peak_tflops, args.clock) for name in dtype_names}
     fp32_peak = args.peaks['fp32'][0] if 'fp32' in args.peaks else None
     for dtype_name, (peak, source) in args.peaks.items():
         versus = f', {peak / fp32_peak:.2f}x fp32' if fp32_peak and dtype_name != 'fp32' else ''
