@@ -1,10 +1,12 @@
 """Benchmark HAT: forward throughput, training step time, peak memory and achieved FLOP/s.
 
 Every variant of one (model, size, mode) runs in this one process, so the ratios printed at the
-end compare like with like: explicit vs fused attention, float32 vs bfloat16/float16, eager vs
-``torch.compile``, gradient checkpointing off vs on. A variant is written
-``attention:dtype[:compile][:ckpt]``, e.g. ``explicit:fp32``, ``fused:bf16:compile``,
-``fused:fp32:ckpt``; the first variant of ``--variants`` is the baseline of the ratios.
+end compare like with like: the original formulation vs this project's explicit and fused
+attention, float32 vs bfloat16/float16, eager vs ``torch.compile``, gradient checkpointing off
+vs on. A variant is written ``attention:dtype[:compile][:ckpt]``, e.g. ``original:fp32``,
+``explicit:fp32``, ``fused:bf16:compile``, ``fused:fp32:ckpt``; ``original`` is
+``benchmarks/original_hat.py`` (the authors' formulation, same weights). The first variant of
+``--variants`` is the baseline of the ratios.
 
 Modes: ``forward`` (inference, model cast to the dtype), ``train`` (forward + L1 loss + backward
 + Adam step; bf16/fp16 run under autocast with float32 weights, fp16 with a GradScaler) and
@@ -17,12 +19,19 @@ FLOPs are counted once per shape with ``torch.utils.flop_counter`` on the meta d
 multiply-add; training counts forward + backward, not the recomputation of checkpointing).
 Peak memory is the variant's tensors alive before the call (weights, optimizer state, inputs)
 plus the peak of what the call allocates (CUDA's counters; on CPU the profiler's memory
-events). The device peak is a datasheet figure for known GPUs and a measured large GEMM on
-CPU (override with ``--peak-tflops``).
+events). "% peak" is the achieved FLOP/s over the measured FLOP/s of a large square GEMM in the
+dtype the row runs in (fp32 GEMM for fp32 rows, bf16 for bf16 rows, fp16 for fp16 rows; 2048^3
+on CPU, 8192^3 on GPU; GPUs also print their datasheet figure), so it reads "fraction of what
+this machine's matrix units do in that precision"; override with ``--peak-tflops``. The header
+names the CPU, its bf16 features (AVX-512-BF16, AMX) as /proc/cpuinfo and torch see them, the
+torch version and the git commit. ``--json`` is rewritten after every group (partial results
+survive an interrupted run); ``--markdown`` writes the table docs/benchmarks.md takes.
 
 Examples::
 
     python benchmarks/bench_hat.py --models HAT --sizes 64 --modes forward --threads 2
+    python benchmarks/bench_hat.py --models HAT --sizes 64 256 --modes forward --threads 1 --clock process \
+        --variants original:fp32 fused:fp32 fused:bf16 --markdown bf16.md
     python benchmarks/bench_hat.py --models HAT --sizes 16 --modes train --batch 4 --threads 2
     python benchmarks/bench_hat.py --device cuda --models HAT-S HAT HAT-L --sizes 64 256
     python benchmarks/bench_hat.py --models HAT-S --sizes 256 --modes forward tiled --tile 128
@@ -30,11 +39,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +49,8 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from bench_env import describe, header
+from original_hat import OriginalHAT
 from torch.utils.flop_counter import FlopCounterMode
 
 import hat  # noqa: F401  (registers HAT, applies the basicsr compat shim)
@@ -52,6 +60,7 @@ from hat.tiling import is_out_of_memory, tiled_forward
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MODES = ('forward', 'train', 'tiled')
+ATTENTIONS = ('original', 'explicit', 'fused')
 
 #: Dense datasheet peaks in TFLOP/s (bf16, fp16 with tensor cores; fp32 without), by device name.
 GPU_PEAK_TFLOPS = [
@@ -67,7 +76,7 @@ GPU_PEAK_TFLOPS = [
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of running the model: attention path, precision, compilation, checkpointing."""
+    """One way of running the model: formulation/attention path, precision, compilation, checkpointing."""
 
     attention: str = 'fused'
     dtype: str = 'fp32'
@@ -77,15 +86,17 @@ class Variant:
     @classmethod
     def parse(cls, spec: str) -> Variant:
         parts = spec.split(':')
-        if len(parts) < 2 or parts[0] not in ('fused', 'explicit') or parts[1] not in DTYPES:
+        if len(parts) < 2 or parts[0] not in ATTENTIONS or parts[1] not in DTYPES:
             raise argparse.ArgumentTypeError(
-                f'bad variant {spec!r}: write attention:dtype[:compile][:ckpt], attention in fused/explicit, '
+                f'bad variant {spec!r}: write attention:dtype[:compile][:ckpt], attention in {"/".join(ATTENTIONS)}, '
                 f'dtype in {"/".join(DTYPES)}, e.g. fused:bf16:compile')
         flags = set(parts[2:])
         unknown = flags - {'compile', 'ckpt'}
         if unknown:
             raise argparse.ArgumentTypeError(f'bad variant {spec!r}: unknown flag(s) {sorted(unknown)}; '
                                              f'use compile and/or ckpt')
+        if parts[0] == 'original' and 'ckpt' in flags:
+            raise argparse.ArgumentTypeError(f'bad variant {spec!r}: the original formulation has no checkpointing')
         return cls(parts[0], parts[1], 'compile' in flags, 'ckpt' in flags)
 
     def __str__(self) -> str:
@@ -108,6 +119,7 @@ class Result:
     first_call_s: Optional[float] = None
     max_abs_diff: Optional[float] = None
     error: Optional[str] = None
+    scale: Optional[int] = None
 
     @property
     def median_s(self) -> Optional[float]:
@@ -150,23 +162,29 @@ def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
 
 
-def peak_memory_bytes(fn: Callable[[], object], device: torch.device, resident: int) -> int:
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device, resident: int) -> tuple[int, object]:
     """Peak bytes of tensors during ``fn``: ``resident`` (this variant's tensors alive before the
-    call) plus the peak of what the call allocates, from CUDA's counters or the CPU profiler."""
+    call) plus the peak of what the call allocates, from CUDA's counters or the CPU profiler;
+    and what ``fn`` returned."""
     if device.type == 'cuda':
         synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        fn()
+        out = fn()
         synchronize(device)
-        return resident + torch.cuda.max_memory_allocated(device) - before
+        return resident + torch.cuda.max_memory_allocated(device) - before, out
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+        out = fn()
+    return resident + profiler_peak_bytes(prof), out
+
+
+def profiler_peak_bytes(prof: torch.profiler.profile) -> int:
+    """Peak of the running total of the allocations and frees a CPU profile recorded."""
     current = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         current += event.self_cpu_memory_usage
         peak = max(peak, current)
-    return resident + peak
+    return peak
 
 
 def count_flops(config: dict, batch: int, size: int, train: bool) -> float:
@@ -184,31 +202,50 @@ def count_flops(config: dict, batch: int, size: int, train: bool) -> float:
     return float(counter.get_total_flops())
 
 
-def measured_gemm_peak(device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
-    """FLOP/s of a large square matmul (best of 5): the practical peak of this device at this dtype."""
+def measured_gemm_peak(device: torch.device, dtype: torch.dtype, n: Optional[int] = None, clock: str = 'wall') -> float:
+    """FLOP/s of a large square matmul in ``dtype`` (best of 5): the practical peak of this device at
+    this dtype. 2048^3 on CPU, 8192^3 on GPU (smaller ones leave a GPU's tensor cores idle)."""
+    n = n or (8192 if device.type == 'cuda' else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
-    return 2 * n ** 3 / min(timed(lambda: a @ b, device) for _ in range(5))
+    return 2 * n ** 3 / min(timed(lambda: a @ b, device, clock) for _ in range(5))
 
 
-def device_peak(device: torch.device, dtype_name: str, override_tflops: Optional[float]) -> tuple[float, str]:
+def datasheet_peak(device: torch.device, dtype_name: str) -> Optional[float]:
+    """Dense datasheet FLOP/s of a known GPU at this dtype, else None."""
+    if device.type != 'cuda':
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peaks[dtype_name] * 1e12 for key, peaks in GPU_PEAK_TFLOPS if key in name), None)
+
+
+def device_peak(device: torch.device, dtype_name: str, override_tflops: Optional[float],
+                clock: str = 'wall') -> tuple[float, str]:
+    """The FLOP/s the "% peak" column divides by for rows in ``dtype_name``, and where it comes from."""
     if override_tflops:
         return override_tflops * 1e12, '--peak-tflops'
-    if device.type == 'cuda':
-        name = torch.cuda.get_device_name(device)
-        for key, peaks in GPU_PEAK_TFLOPS:
-            if key in name:
-                return peaks[dtype_name] * 1e12, f'datasheet ({key})'
-    return measured_gemm_peak(device, DTYPES[dtype_name]), 'measured GEMM'
+    n = 8192 if device.type == 'cuda' else 2048
+    source = f'measured {dtype_name} GEMM {n}^3'
+    datasheet = datasheet_peak(device, dtype_name)
+    if datasheet:
+        source += f'; datasheet {datasheet / 1e12:.1f} TFLOP/s'
+    return measured_gemm_peak(device, DTYPES[dtype_name], n, clock), source
 
 
 def build_model(config: dict, variant: Variant, device: torch.device, train: bool) -> torch.nn.Module:
+    """The network of ``variant`` with the same (seeded) weights whatever the variant."""
     torch.manual_seed(0)
-    model = HAT(**config).to(device)
-    model.set_fused_attention(variant.attention == 'fused')
-    model.set_grad_checkpointing(variant.checkpoint)
+    model = HAT(**config)
+    if variant.attention == 'original':
+        original = OriginalHAT(**config)
+        original.load_state_dict(model.state_dict(), strict=True)
+        model = original.to(device)
+    else:
+        model.to(device)
+        model.set_fused_attention(variant.attention == 'fused')
+        model.set_grad_checkpointing(variant.checkpoint)
     if train:
         model.train()
     else:
@@ -276,7 +313,7 @@ def run_group(args, name: str, size: int, mode: str, variants: list, device: tor
     train = mode == 'train'
     results, runners = [], []
     for variant in variants:
-        result = Result(name, size, args.batch, mode, str(variant))
+        result = Result(name, size, args.batch, mode, str(variant), scale=args.scale)
         results.append(result)
         try:
             fn, resident = prepare(args, config, result, variant, device)
@@ -297,9 +334,10 @@ def run_group(args, name: str, size: int, mode: str, variants: list, device: tor
         if result.error is not None:
             continue
         try:
-            result.peak_mb = peak_memory_bytes(fn, device, resident()) / 2 ** 20
+            peak, out = peak_memory_bytes(fn, device, resident())
+            result.peak_mb = peak / 2 ** 20
             if not train:  # compared with the first forward of this model and size (whole or tiled)
-                out = fn().float()
+                out = out.float()
                 if (name, size) in reference:
                     result.max_abs_diff = (out - reference[name, size]).abs().max().item()
                 else:
@@ -374,31 +412,60 @@ def print_ratios(results: list) -> None:
                       f'{whole.median_s / r.median_s:.2f}x the speed')
 
 
-def environment(device: torch.device, threads: int) -> dict:
-    info = {
-        'python': platform.python_version(), 'torch': torch.__version__, 'platform': platform.platform(),
-        'device': str(device), 'threads': threads, 'command': ' '.join(['python'] + sys.argv),
-    }
-    cpuinfo = Path('/proc/cpuinfo')
-    if cpuinfo.exists():
-        names = [line.split(':', 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith('model name')]
-        info['cpu'] = f'{names[0]} x{len(names)}' if names else platform.processor()
-    if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        info['commit'] = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
-                                        cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    return info
+def markdown_table(results: list, env: dict, peaks: dict) -> str:
+    """The results as the markdown table docs/benchmarks.md takes: one block per (model, size, mode),
+    ratios against the block's first variant, and the machine and command it was measured with."""
+    peak_text = ', '.join(f'{name} {peak / 1e9:.0f} GFLOP/s' for name, (peak, _) in peaks.items())
+    lines = [f"Machine: {env['cpu']} ({env.get('cpu_family_model', '?')}; bf16 flags: "
+             f"{' '.join(f for f in env.get('cpu_flags', []) if 'bf16' in f or 'amx' in f) or 'none'})"
+             + (f", GPU {env['gpu']}" if 'gpu' in env else '')
+             + f", torch {env['torch']}, commit `{env['commit']}`, {env['threads']} threads. "
+             f"GEMM peaks: {peak_text}.",
+             '', f"`{env['command']}`", '',
+             '| model | LR size | batch | mode | variant | median | spread | LR MP/s | GFLOP/s '
+             '| % of its dtype\'s GEMM peak | peak memory | speed vs first | memory vs first | max abs diff vs first |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+    groups: dict = {}
+    for r in results:
+        groups.setdefault((r.model, r.size, r.mode), []).append(r)
+    for (model, size, mode), rows in groups.items():
+        base = rows[0]
+        for r in rows:
+            label = f'{model} x{r.scale}'
+            if r.error:
+                lines.append(f'| {label} | {size}x{size} | {r.batch} | {mode} | {r.variant} | {r.error} |||||||||')
+                continue
+            s = r.summary()
+            speed = f'{base.median_s / r.median_s:.2f}x' if not base.error else '-'
+            memory = f'{r.peak_mb / base.peak_mb:.2f}x' if r.peak_mb and base.peak_mb and not base.error else '-'
+            lines.append(
+                f'| {label} | {size}x{size} | {r.batch} | {mode} | {r.variant} | {duration(s["median_s"])} '
+                f'| {spread(r.times_s)} | {fmt(s["lr_megapixels_per_s"], ".4f")} '
+                f'| {fmt(s["tflops_per_s"] * 1e3 if "tflops_per_s" in s else None, ".0f")} '
+                f'| {fmt(100 * s["fraction_of_peak"] if "fraction_of_peak" in s else None, ".0f")} % '
+                f'| {fmt(r.peak_mb, ".0f")} MB | {speed} | {memory} | {fmt(r.max_abs_diff, ".1e")} |')
+    return '\n'.join(lines) + '\n'
+
+
+def duration(seconds: float) -> str:
+    return f'{seconds:.2f} s' if seconds >= 10 else f'{seconds * 1e3:.0f} ms'
+
+
+def spread(times: list) -> str:
+    low, high = min(times), max(times)
+    return f'{low:.2f}-{high:.2f} s' if high >= 10 else f'{low * 1e3:.0f}-{high * 1e3:.0f} ms'
 
 
 def default_variants(device: torch.device, mode: str) -> list:
+    """Forward: the original formulation first (the baseline), then this project's paths."""
     if device.type == 'cuda':
-        specs = ['explicit:fp32', 'fused:fp32', 'fused:bf16', 'fused:fp16', 'fused:bf16:compile']
+        specs = ['original:fp32', 'explicit:fp32', 'fused:fp32', 'fused:bf16', 'fused:fp16', 'fused:bf16:compile']
         if mode == 'train':
-            specs += ['fused:bf16:ckpt']
+            specs = ['fused:fp32', 'fused:bf16', 'fused:fp16', 'fused:bf16:ckpt']
+    elif mode == 'train':
+        specs = ['explicit:fp32', 'fused:fp32', 'fused:bf16', 'fused:fp32:ckpt']
     else:
-        specs = ['explicit:fp32', 'fused:fp32'] + (['fused:fp32:ckpt'] if mode == 'train' else [])
+        specs = ['original:fp32', 'explicit:fp32', 'fused:fp32', 'fused:bf16']
     return [Variant.parse(s) for s in specs]
 
 
@@ -422,9 +489,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--tile', type=int, default=128, help='tile size of the tiled mode')
     parser.add_argument('--tile-pad', type=int, default=32, help='tile context of the tiled mode')
     parser.add_argument('--peak-tflops', type=float, default=None,
-                        help='device peak for the %% peak column (default: datasheet on known GPUs, else '
-                             'a measured GEMM)')
-    parser.add_argument('--json', type=Path, default=None, help='also write every figure to this JSON file')
+                        help='device peak for the %% peak column, all dtypes (default: a measured GEMM in '
+                             'the dtype of each row)')
+    parser.add_argument('--json', type=Path, default=None,
+                        help='also write every figure to this JSON file (rewritten after each group)')
+    parser.add_argument('--markdown', type=Path, default=None,
+                        help='also write the table docs/benchmarks.md takes to this file')
     args = parser.parse_args(argv)
     for name in args.models:
         preset_config(name)  # raises a clear error for unknown names
@@ -440,13 +510,17 @@ def main(argv=None) -> list:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = environment(device, torch.get_num_threads())
-    print(' | '.join(f'{k}: {v}' for k, v in env.items()))
+    env = describe(device, torch.get_num_threads())
+    env['command'] = ' '.join(['python', *sys.argv]) if argv is None else ' '.join(['bench_hat.py', *argv])
+    print(header(env))
     results, flops, reference = [], {}, {}
     all_variants = {str(v): v for mode in args.modes for v in (args.variants or default_variants(device, mode))}
-    args.peaks = {v.dtype: device_peak(device, v.dtype, args.peak_tflops) for v in all_variants.values()}
+    dtype_names = dict.fromkeys(v.dtype for v in all_variants.values())
+    args.peaks = {name: device_peak(device, name, args.peak_tflops, args.clock) for name in dtype_names}
+    fp32_peak = args.peaks['fp32'][0] if 'fp32' in args.peaks else None
     for dtype_name, (peak, source) in args.peaks.items():
-        print(f'peak {dtype_name}: {peak / 1e12:.3f} TFLOP/s ({source})')
+        versus = f', {peak / fp32_peak:.2f}x fp32' if fp32_peak and dtype_name != 'fp32' else ''
+        print(f'peak {dtype_name}: {peak / 1e12:.3f} TFLOP/s ({source}{versus})')
     for name in args.models:
         for size in args.sizes:
             for mode in args.modes:
@@ -454,14 +528,20 @@ def main(argv=None) -> list:
                 variants = [v for v in args.variants or default_variants(device, mode)
                             if mode == 'train' or not v.checkpoint]
                 results += run_group(args, name, size, mode, variants, device, flops, reference)
+                if args.json:
+                    write_json(args.json, env, args.peaks, results)
     print()
     print_table(results)
     print_ratios(results)
-    if args.json:
-        payload = {'environment': env, 'peaks_tflops': {k: v[0] / 1e12 for k, v in args.peaks.items()},
-                   'results': [r.summary() for r in results]}
-        args.json.write_text(json.dumps(payload, indent=2))
+    if args.markdown:
+        args.markdown.write_text(markdown_table(results, env, args.peaks))
     return results
+
+
+def write_json(path: Path, env: dict, peaks: dict, results: list) -> None:
+    payload = {'environment': env, 'peaks_tflops': {k: v[0] / 1e12 for k, v in peaks.items()},
+               'peak_sources': {k: v[1] for k, v in peaks.items()}, 'results': [r.summary() for r in results]}
+    path.write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == '__main__':
