@@ -53,12 +53,12 @@ from bench_env import describe, header
 from original_hat import OriginalHAT
 from torch.utils.flop_counter import FlopCounterMode
 
-import hat  # noqa: F401  (registers HAT, applies the basicsr compat shim)
+import hat  # noqa: F401  (registers HAT)
 from hat.archs.hat_arch import HAT
 from hat.archs.hat_presets import preset_config
+from hat.precision import PRECISIONS as DTYPES
 from hat.tiling import is_out_of_memory, tiled_forward
 
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MODES = ('forward', 'train', 'tiled')
 ATTENTIONS = ('original', 'explicit', 'fused')
 
