@@ -1,6 +1,7 @@
 """Shared fixtures: reference data, sample photos and small HAT configurations."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -44,6 +45,25 @@ def sample_photo(name: str = 'astronaut') -> np.ndarray:
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HWC uint8 -> 1CHW float in [0, 1]."""
     return torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int = 1):
+    """Run torch on ``count`` intra-op threads inside the block: on a small shared machine two threads
+    waiting for each other ran the tiny test models 10-25x slower; results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (see ``torch_threads``); modules use it with ``pytestmark``."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope='session')

@@ -12,14 +12,7 @@ from hat.checkpoint import CheckpointError
 from hat.models.hat_model import HATModel
 from hat.tiling import TileOutOfMemoryError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a small shared machine, two threads waiting for each other run 10x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 
 
 def model_options(tmp_path, is_train=False, **path):

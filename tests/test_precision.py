@@ -30,12 +30,7 @@ bugs\t\t: spectre_v1
 '''
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

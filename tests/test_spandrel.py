@@ -16,12 +16,7 @@ spandrel = pytest.importorskip('spandrel')
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 
 
 def training_files(tmp_path, network_format):

@@ -12,13 +12,7 @@ from conftest import TINY_CONFIG, sample_photo, to_tensor
 from hat.models.hat_model import HATModel
 from hat.models.train_switches import TrainSwitches, check_train_switches
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 
 
 def options(tmp_path, batch: int = 8, dist: bool = False, **train) -> dict:

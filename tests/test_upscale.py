@@ -94,14 +94,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, atol: int = 1) -> Non
     assert np.abs(actual.astype(np.int64) - expected.astype(np.int64)).max() <= atol
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: on a machine shared by busy processes, two threads ran these tiny
-    models ~25x slower (spinning OpenMP workers); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 
 
 @pytest.fixture(scope='module')

@@ -28,14 +28,7 @@ from hat.tiling import TileOutOfMemoryError
 from hat.upscale_cli import main as upscale_cli_main
 from hat.upscaler import Upscaler
 
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread (see test_upscale.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 
 
 @pytest.fixture(scope='module')
