@@ -222,8 +222,11 @@ class OutOfMemoryAbove(torch.nn.Module):
     def forward(self, x):
         self.sizes.append(x.shape[-2] * x.shape[-1])
         if x.shape[-2] * x.shape[-1] > self.limit:
-            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+            self.fail()
         return self.model(x)
+
+    def fail(self):
+        raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
 
 
 def test_out_of_memory_halves_the_tile_and_carries_on(noisy):

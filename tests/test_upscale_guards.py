@@ -20,7 +20,16 @@ import pytest
 import torch
 from conftest import sample_photo
 from PIL import Image
-from test_upscale import NOISY_GAIN, nearest, nearest_hat, psnr, save_checkpoint, summary_counts, upscale_cli
+from test_upscale import (
+    NOISY_GAIN,
+    OutOfMemoryAbove,
+    nearest,
+    nearest_hat,
+    psnr,
+    save_checkpoint,
+    summary_counts,
+    upscale_cli,
+)
 
 from hat.image_io import ImageReadError, read_image, write_image
 from hat.precision import auto_precision
@@ -73,19 +82,11 @@ def no_traceback(result: subprocess.CompletedProcess) -> None:
 
 
 # ----------------------------------------------------------------------------- 5. memory
-class AllocationFailsAbove(torch.nn.Module):
+class AllocationFailsAbove(OutOfMemoryAbove):
     """Wraps a HAT; inputs over ``limit`` pixels make a real CPU allocation fail (as under ulimit -v)."""
 
-    def __init__(self, model, limit: int):
-        super().__init__()
-        self.model, self.limit, self.sizes = model, limit, []
-        self.window_size, self.upscale, self.in_chans = model.window_size, model.upscale, model.in_chans
-
-    def forward(self, x):
-        self.sizes.append(x.shape[-2] * x.shape[-1])
-        if x.shape[-2] * x.shape[-1] > self.limit:
-            torch.empty(2 ** 50, dtype=torch.uint8)  # DefaultCPUAllocator: can't allocate memory
-        return self.model(x)
+    def fail(self):
+        torch.empty(2 ** 50, dtype=torch.uint8)  # DefaultCPUAllocator: can't allocate memory
 
 
 def test_cpu_allocation_failure_halves_the_tile_and_names_tile_when_nothing_fits():
