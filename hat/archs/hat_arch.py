@@ -21,7 +21,15 @@ from hat.archs.hat_attention import (
     relative_position_index_sa,
     shifted_window_masks,
 )
-from hat.archs.hat_blocks import RHAG, AttentionInputs, PatchEmbed, Upsample, is_supported_scale, stream_layer_norm
+from hat.archs.hat_blocks import (
+    RHAG,
+    AttentionInputs,
+    PatchEmbed,
+    Upsample,
+    bands,
+    is_supported_scale,
+    stream_layer_norm,
+)
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -33,6 +41,9 @@ NUM_FEAT = 64
 
 #: How many input sizes keep their shift mask cached (tiles of one image share one size).
 MASK_CACHE_SIZE = 8
+
+#: Default ``HAT.band_tokens``: pixels per band of memory-bounded inference (see ``HAT.band_rows``).
+BAND_TOKENS = 4096
 
 
 def _pair(value: IntOrPair) -> tuple[int, int]:
@@ -136,6 +147,10 @@ class HAT(nn.Module):
         self.num_layers = len(depths)
         self.ape = ape
         self.patches_resolution = patches
+        #: Inference (no autograd, fused attention, not compiled) runs the body and the reconstruction
+        #: head in bands of about this many pixels (whole window rows), so that temporaries stay
+        #: bounded whatever the image size; None runs every layer on the whole image at once.
+        self.band_tokens: Optional[int] = BAND_TOKENS
         mean = RGB_MEAN if in_chans == 3 else (0.0,) * in_chans
         # 1-D so the channels-last conversion below leaves it alone (DDP cannot sync a (1, c, 1, 1)
         # channels-last buffer: its strides make elements overlap).
@@ -257,6 +272,22 @@ class HAT(nn.Module):
         if x.shape[-2] < 1 or x.shape[-1] < 1 or x.shape[0] < 1:
             raise ValueError(f'input has an empty dimension: {tuple(x.shape)}')
 
+    def band_rows(self, x: torch.Tensor) -> Optional[int]:
+        """Pixel rows (whole window rows) per band of memory-bounded inference on ``x`` ``(b, c, h, w)``,
+        or None where the whole image runs at once: with autograd on (training keeps the
+        original formulation), in train mode, on the explicit attention path, under
+        ``torch.compile``/``torch.export``, or with ``band_tokens=None``."""
+        if (self.band_tokens is None or torch.is_grad_enabled() or self.training or torch.compiler.is_compiling()
+                or not self.fused_attention):
+            return None
+        b, _, _, w = x.shape
+        return max(1, self.band_tokens // (b * w * self.window_size)) * self.window_size
+
+    @property
+    def fused_attention(self) -> bool:
+        """Whether every attention module is on the fused path (see :meth:`set_fused_attention`)."""
+        return all(m.fused_attn for m in self.modules() if hasattr(m, 'fused_attn'))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Transformer body on a ``(b, embed_dim, h, w)`` map whose sides are multiples of the window."""
         h, w = x.shape[-2:]
@@ -265,6 +296,7 @@ class HAT(nn.Module):
             rpi_oca=self.relative_position_index_OCA,
             shift_masks=self.shift_mask(h, w, x.device, x.dtype),
             compute_dtype=x.dtype,
+            band_rows=self.band_rows(x),
         )
         x = self.patch_embed(x)
         if self.ape:
@@ -289,9 +321,45 @@ class HAT(nn.Module):
         mean = self.mean.to(x.dtype).view(1, -1, 1, 1)
         x = (x - mean) * self.img_range
         x = self.conv_first(x)
-        x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        return x / self.img_range + mean
+        band_rows = self.band_rows(x)
+        if band_rows is None:
+            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+            return x / self.img_range + mean
+        body = self.conv_after_body(self.forward_features(x))
+        body = body.add_(x) if isinstance(self.conv_after_body, nn.Conv2d) else body + x
+        del x
+        # The head's bands can be wider: the body's maps are gone by then.
+        return self._reconstruct_in_bands(body, mean, max(1, 2 * self.band_tokens // (body.shape[0] * body.shape[-1])))
+
+    def _reconstruct_in_bands(self, x: torch.Tensor, mean: torch.Tensor, band_rows: int) -> torch.Tensor:
+        """The reconstruction head band by band into one preallocated output (inference): its
+        ``upscale**2``-times larger maps exist for one band at a time. Each band is computed with
+        one extra row per 3x3 conv above and below, and every conv's rows that the band's zero
+        padding made wrong are cut off before the next layer (the image's own edges keep the
+        original's padding)."""
+        b, _, h, w = x.shape
+        layers = [*self.conv_before_upsample, *self.upsample, self.conv_last]
+        halo = sum(isinstance(layer, nn.Conv2d) for layer in layers)
+        out = None
+        for r0, r1 in bands(h, band_rows):
+            top, bottom, height = max(r0 - halo, 0), min(r1 + halo, h), h
+            y = x[:, :, top:bottom]
+            for layer in layers:
+                y = layer(y)
+                if isinstance(layer, nn.Conv2d):
+                    cut_top, cut_bottom = int(top > 0), int(bottom < height)
+                    y = y[:, :, cut_top:y.shape[2] - cut_bottom]
+                    top, bottom = top + cut_top, bottom - cut_bottom
+                elif isinstance(layer, nn.PixelShuffle):
+                    f = layer.upscale_factor
+                    top, bottom, height = top * f, bottom * f, height * f
+            s = self.upscale
+            y = y[:, :, r0 * s - top:r1 * s - top] / self.img_range + mean
+            if out is None:
+                out = y.new_empty(b, y.shape[1], h * s, w * s)
+            out[:, :, r0 * s:r1 * s] = y
+        return out
 
     # Checking, padding and cropping run eagerly under torch.compile: the compiled graph then
     # sees plain (padded) sizes, which keeps dynamic-shape tracing fast and its guards few.
