@@ -9,7 +9,7 @@ original's test-time recipe) and crops the output.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -53,14 +53,40 @@ def _pair(value: IntOrPair) -> tuple[int, int]:
     return int(h), int(w)
 
 
+class MemoryLayout(NamedTuple):
+    """What ``hat.memory_budget`` needs to know about a network (``HAT.memory_layout``)."""
+
+    embed_dim: int
+    num_heads: int  # the largest num_heads entry
+    window_size: int
+    overlap_size: int  # side of OCAB's enlarged key/value windows
+    mlp_hidden: int
+    head_features: int  # channels of the reconstruction head (NUM_FEAT)
+    upscale: int
+    in_chans: int
+    fused: bool  # fused attention (False: the original's explicit formulation)
+    band_tokens: Optional[int]  # pixels per band of memory-bounded inference (None: whole image)
+
+
+def window_padding(side: int, multiple: int) -> int:
+    """Pixels that bring ``side`` up to a multiple of ``multiple`` (shape arithmetic only, so it
+    also works on the symbolic sizes of ``torch.export``)."""
+    return (multiple - side % multiple) % multiple
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Reflect-pad ``x`` (NCHW) right and bottom so height and width are multiples of ``multiple``.
 
     Equals the original's ``F.pad(x, (0, pw, 0, ph), 'reflect')`` whenever that is defined;
     pads larger than the image are reflected repeatedly, and a 1-pixel side is replicated.
+    Under ``torch.export`` it is that one reflect pad (exported graphs take inputs of at least
+    two windows per side).
     """
+    if torch.compiler.is_exporting():
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, window_padding(w, multiple), 0, window_padding(h, multiple)), mode='reflect')
     for dim in (-2, -1):
-        pad = -x.shape[dim] % multiple
+        pad = window_padding(x.shape[dim], multiple)
         while pad:
             step = min(pad, x.shape[dim] - 1)
             mode = 'reflect' if step else 'replicate'
@@ -283,6 +309,26 @@ class HAT(nn.Module):
         b, _, _, w = x.shape
         return max(1, self.band_tokens // (b * w * self.window_size)) * self.window_size
 
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size an ``h x w`` input runs at: both sides padded up to a multiple of the window."""
+        return h + window_padding(h, self.window_size), w + window_padding(w, self.window_size)
+
+    @property
+    def memory_layout(self) -> MemoryLayout:
+        """The sizes that decide how much memory a forward needs (read by ``hat.memory_budget``)."""
+        return MemoryLayout(
+            embed_dim=self.embed_dim,
+            num_heads=max(layer.residual_group.blocks[0].attn.num_heads for layer in self.layers),
+            window_size=self.window_size,
+            overlap_size=self.layers[0].residual_group.overlap_attn.overlap_win_size,
+            mlp_hidden=self.layers[0].residual_group.blocks[0].mlp.fc1.out_features,
+            head_features=NUM_FEAT,
+            upscale=self.upscale,
+            in_chans=self.in_chans,
+            fused=self.fused_attention,
+            band_tokens=self.band_tokens,
+        )
+
     @property
     def fused_attention(self) -> bool:
         """Whether every attention module is on the fused path (see :meth:`set_fused_attention`)."""
@@ -311,24 +357,29 @@ class HAT(nn.Module):
         return x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Super-resolve ``(b, in_chans, h, w)`` in [0, 1] to ``(b, in_chans, h*upscale, w*upscale)``."""
+        """Super-resolve ``(b, in_chans, h, w)`` in [0, 1] to ``(b, in_chans, h*upscale, w*upscale)``.
+
+        An input of another floating dtype than the weights (say float64 or float16 into a
+        float32 model) is computed in the weights' dtype and returned in its own.
+        """
         self.check_input(x)
         h, w = x.shape[-2:]
-        return self._crop_output(self.forward_padded(self._pad_input(x)), h, w)
+        return self._crop_output(self.forward_padded(self._pad_input(x)), h, w, x.dtype)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """The network on an input whose sides are multiples of ``window_size``; output not cropped."""
         mean = self.mean.to(x.dtype).view(1, -1, 1, 1)
         x = (x - mean) * self.img_range
-        x = self.conv_first(x)
-        band_rows = self.band_rows(x)
-        if band_rows is None:
+        if self.band_rows(x) is None:
+            x = self.conv_first(x)
             x = self.conv_after_body(self.forward_features(x)) + x
             x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
             return x / self.img_range + mean
-        body = self.conv_after_body(self.forward_features(x))
-        body = body.add_(x) if isinstance(self.conv_after_body, nn.Conv2d) else body + x
-        del x
+        # Memory-bounded inference: the shallow features are not kept through the body for the long
+        # skip connection but recomputed after it (a 3-channel conv: negligible work, same values).
+        body = self.conv_after_body(self.forward_features(self.conv_first(x)))
+        body = body.add_(self.conv_first(x)) if isinstance(self.conv_after_body, nn.Conv2d) \
+            else body + self.conv_first(x)
         # The head's bands can be wider: the body's maps are gone by then.
         return self._reconstruct_in_bands(body, mean, max(1, 2 * self.band_tokens // (body.shape[0] * body.shape[-1])))
 
@@ -365,12 +416,12 @@ class HAT(nn.Module):
     # sees plain (padded) sizes, which keeps dynamic-shape tracing fast and its guards few.
     @torch.compiler.disable
     def _pad_input(self, x: torch.Tensor) -> torch.Tensor:
-        return pad_to_multiple(x, self.window_size)
+        return pad_to_multiple(x.to(self.conv_first.weight.dtype), self.window_size)
 
     @torch.compiler.disable
-    def _crop_output(self, out: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _crop_output(self, out: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         # The convs run channels-last; hand back the usual contiguous NCHW layout.
-        return out[..., :h * self.upscale, :w * self.upscale].contiguous()
+        return out[..., :h * self.upscale, :w * self.upscale].to(dtype).contiguous()
 
 
 def _check_config(in_chans, embed_dim, depths, num_heads, window_size, compress_ratio, squeeze_factor,

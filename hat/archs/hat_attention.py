@@ -52,21 +52,22 @@ def window_reverse(windows: torch.Tensor, window_size: int, h: int, w: int) -> t
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, h, w, c)
 
 
-def overlapping_windows(x: torch.Tensor, window_size: int, overlap_size: int,
-                        rows_padded: bool = False) -> torch.Tensor:
+def overlapping_windows(x: torch.Tensor, window_size: int, overlap_size: int) -> torch.Tensor:
     """Cut ``(b, h, w, c)`` into enlarged windows ``(b * num_windows, overlap_size**2, c)``.
 
     Window ``i`` covers the query window ``i`` plus ``(overlap_size - window_size) // 2``
     pixels on each side; pixels outside the image are zeros (the original's ``nn.Unfold``
-    padding). Windows are ordered like :func:`window_partition`. With ``rows_padded``, ``x``
-    already holds those extra rows above and below (a band of a larger image).
+    padding). Windows are ordered like :func:`window_partition`.
     """
-    b, _, _, c = x.shape
     pad = (overlap_size - window_size) // 2
-    if pad:
-        x = F.pad(x, (0, 0, pad, pad) + ((0, 0) if rows_padded else (pad, pad)))
+    return unfold_windows(F.pad(x, (0, 0, pad, pad, pad, pad)) if pad else x, window_size, overlap_size)
+
+
+def unfold_windows(padded: torch.Tensor, window_size: int, overlap_size: int) -> torch.Tensor:
+    """:func:`overlapping_windows` of an image already padded by the enlargement on every side."""
+    c = padded.shape[-1]
     # (b, nh, nw, c, oh, ow): a strided view, copied once by the reshape below.
-    patches = x.unfold(1, overlap_size, window_size).unfold(2, overlap_size, window_size)
+    patches = padded.unfold(1, overlap_size, window_size).unfold(2, overlap_size, window_size)
     return patches.permute(0, 1, 2, 4, 5, 3).reshape(-1, overlap_size * overlap_size, c)
 
 
@@ -313,18 +314,18 @@ class OverlapCrossAttention(nn.Module):
         """``qkv``: ``(b, h, w, 3 * heads * kd)`` projected features, heads possibly zero-padded to
         ``kd`` (see :func:`padded_projection`); returns ``(b, h, w, dim)``."""
         width = qkv.shape[-1] // 3
-        return self.attend_band(qkv[..., :width], qkv[..., width:], table, rpi)
+        pad = (self.overlap_size - self.window_size) // 2
+        return self.attend_padded(qkv[..., :width], F.pad(qkv[..., width:], (0, 0, pad, pad, pad, pad)), table, rpi)
 
-    def attend_band(self, q: torch.Tensor, kv: torch.Tensor, table: torch.Tensor, rpi: torch.Tensor,
-                    rows_padded: bool = False) -> torch.Tensor:
-        """Queries ``(b, h, w, heads * kd)`` against keys/values ``(b, h', w, 2 * heads * kd)``;
-        ``h' = h`` or, with ``rows_padded``, ``h`` plus the enlargement's rows above and below
-        (a band of a larger image, zeros beyond it). Returns ``(b, h, w, dim)``."""
+    def attend_padded(self, q: torch.Tensor, kv: torch.Tensor, table: torch.Tensor, rpi: torch.Tensor) -> torch.Tensor:
+        """Queries ``(b, h, w, heads * kd)`` against keys/values ``(b, h + 2p, w + 2p, 2 * heads * kd)``
+        padded by the enlargement ``p`` on every side (zeros beyond the image; a band of a larger
+        image brings its neighbours' rows instead). Returns ``(b, h, w, dim)``."""
         b, h, w, width = q.shape
         ws, ows, heads, c = self.window_size, self.overlap_size, self.num_heads, self.dim
         kernel_d = width // heads
         q = window_partition(q, ws).view(-1, ws * ws, heads, kernel_d).transpose(1, 2)
-        kv = overlapping_windows(kv, ws, ows, rows_padded)
+        kv = unfold_windows(kv, ws, ows)
         k, v = kv.view(-1, ows * ows, 2, heads, kernel_d).permute(2, 0, 3, 1, 4).unbind(0)
         bias = gather_bias(table, rpi).unsqueeze(0)
         out = attend(q, k, v, bias, self.scale, 0.0, self.fused_attn)

@@ -355,9 +355,12 @@ class OCAB(nn.Module):
         for r0, r1 in bands(h, band_rows):
             lo, hi = max(r0 - pad, 0), min(r1 + pad, h)
             qkv = F.linear(stream_layer_norm(self.norm1, image[:, lo:hi], dtype), weight, bias)
-            kv = F.pad(qkv[..., width:], (0, 0, 0, 0, pad - (r0 - lo), pad - (hi - r1)))  # zeros beyond the image
-            attn_x = self.attention.attend_band(qkv[:, r0 - lo:r1 - lo, :, :width], kv,
-                                                self.relative_position_bias_table, rpi, rows_padded=True)
+            # Keys/values padded by the enlargement: zeros beyond the image, neighbouring rows inside it.
+            kv = F.pad(qkv[..., width:], (0, 0, pad, pad, pad - (r0 - lo), pad - (hi - r1)))
+            q = qkv[:, r0 - lo:r1 - lo, :, :width].contiguous()
+            del qkv
+            attn_x = self.attention.attend_padded(q, kv, self.relative_position_bias_table, rpi)
+            del q, kv
             torch.add(image[:, r0:r1], self.proj(attn_x), out=out[:, r0:r1])
         add_mlp_in_bands_(out, self.norm2, self.mlp, dtype, band_rows)
         return out.view(b, h * w, c)
