@@ -363,8 +363,8 @@ class HAT(nn.Module):
         float32 model) is computed in the weights' dtype and returned in its own.
         """
         self.check_input(x)
-        h, w = x.shape[-2:]
-        return self._crop_output(self.forward_padded(self._pad_input(x)), h, w, x.dtype)
+        (h, w), dtype = x.shape[-2:], x.dtype
+        return self._crop_output(self.forward_padded(self._pad_input(x)), h, w, dtype)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """The network on an input whose sides are multiples of ``window_size``; output not cropped."""
