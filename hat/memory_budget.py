@@ -91,13 +91,14 @@ def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
     """Average bytes per activation for a compute ``dtype`` on ``device``.
 
     4 in fp32. 3 under fp16/bf16 autocast on CUDA (most activations in 16 bits, LayerNorm
-    and softmax outputs in 32; an estimate, and out-of-memory still halves the tile). 12 under
-    bf16 autocast on CPU: there, peak memory varied from 0.5x to 3.8x that of fp32 between
-    identical runs (HAT-S x4, 128 and 256 px; the allocator keeps converted copies around).
+    and softmax outputs in 32; an estimate, and out-of-memory still halves the tile). 6 under
+    bf16 autocast on CPU: banded inference keeps the residual stream and the body's maps in
+    fp32, so the peak is about fp32's (HAT x4 at 256x256: 167 MB against 177 MB), and whole-image
+    runs used to vary from 0.5x to 3.8x of fp32 between identical runs; 1.5x leaves room for that.
     """
     if dtype == torch.float32:
         return 4.0
-    return 3.0 if device.type == 'cuda' else 12.0
+    return 3.0 if device.type == 'cuda' else 6.0
 
 
 def tile_bytes(model: torch.nn.Module, h: int, w: int, float_bytes: float, tta: bool = False) -> float:
