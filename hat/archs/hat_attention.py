@@ -198,7 +198,7 @@ def attend(
     ``bias`` broadcasts over the batch dimension. bfloat16 inference on CPU takes
     :func:`_attend_cpu_bf16` instead.
     """
-    if fused and q.dtype == torch.bfloat16 and q.device.type == 'cpu' and not q.requires_grad \
+    if fused and q.dtype == torch.bfloat16 and q.device.type == 'cpu' and not q.requires_grad and not dropout_p \
             and not torch.compiler.is_compiling():
         return _attend_cpu_bf16(q, k, v, bias, scale)
     if fused:
