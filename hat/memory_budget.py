@@ -37,7 +37,7 @@ from typing import Optional
 
 import torch
 
-from hat.archs.hat_arch import MemoryLayout
+from hat.archs.hat_arch import MemoryLayout, body_band_rows, head_band_rows
 
 #: Fraction of free GPU memory a tile may plan to use (leaves room for the caching
 #: allocator's fragmentation and cuDNN workspaces; out-of-memory still halves the tile).
@@ -62,9 +62,9 @@ WHOLE_MAPS = 14.5
 def banded_floats(layout: MemoryLayout, h: int, w: int) -> float:
     """Peak floats of banded inference on a padded ``h x w`` input (batch 1)."""
     c, scale, ws = layout.embed_dim, layout.upscale, layout.window_size
-    band_rows = max(1, layout.band_tokens // (w * ws)) * ws
+    band_rows = body_band_rows(layout.band_tokens, 1, w, ws)
     body = h * w * BODY_MAPS * c + min(band_rows, h) * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden)
-    head_rows = min(max(1, 2 * layout.band_tokens // w) + 2, h)
+    head_rows = min(head_band_rows(layout.band_tokens, 1, w) + 2, h)
     head = (h * w * (c + 2 * layout.in_chans * scale ** 2)
             + head_rows * w * HEAD_FLOATS * layout.head_features * scale ** 2)
     return max(body, head)

@@ -68,6 +68,17 @@ class MemoryLayout(NamedTuple):
     band_tokens: Optional[int]  # pixels per band of memory-bounded inference (None: whole image)
 
 
+def body_band_rows(band_tokens: int, batch: int, width: int, window_size: int) -> int:
+    """Pixel rows per band of the body: whole window rows, about ``band_tokens`` pixels a band."""
+    return max(1, band_tokens // (batch * width * window_size)) * window_size
+
+
+def head_band_rows(band_tokens: int, batch: int, width: int) -> int:
+    """LR rows per band of the reconstruction head: twice the body's pixels (the body's maps are
+    gone by then), any number of rows."""
+    return max(1, 2 * band_tokens // (batch * width))
+
+
 def window_padding(side: int, multiple: int) -> int:
     """Pixels that bring ``side`` up to a multiple of ``multiple`` (shape arithmetic only, so it
     also works on the symbolic sizes of ``torch.export``)."""
@@ -307,7 +318,7 @@ class HAT(nn.Module):
                 or not self.fused_attention):
             return None
         b, _, _, w = x.shape
-        return max(1, self.band_tokens // (b * w * self.window_size)) * self.window_size
+        return body_band_rows(self.band_tokens, b, w, self.window_size)
 
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
         """The size an ``h x w`` input runs at: both sides padded up to a multiple of the window."""
@@ -380,8 +391,7 @@ class HAT(nn.Module):
         body = self.conv_after_body(self.forward_features(self.conv_first(x)))
         body = body.add_(self.conv_first(x)) if isinstance(self.conv_after_body, nn.Conv2d) \
             else body + self.conv_first(x)
-        # The head's bands can be wider: the body's maps are gone by then.
-        return self._reconstruct_in_bands(body, mean, max(1, 2 * self.band_tokens // (body.shape[0] * body.shape[-1])))
+        return self._reconstruct_in_bands(body, mean, head_band_rows(self.band_tokens, body.shape[0], body.shape[-1]))
 
     def _reconstruct_in_bands(self, x: torch.Tensor, mean: torch.Tensor, band_rows: int) -> torch.Tensor:
         """The reconstruction head band by band into one preallocated output (inference): its
