@@ -27,7 +27,6 @@ setup(
         'basicsr==1.4.2',
         'torch>=2.1',
         'torchvision',
-        'einops',
         'numpy',
         'opencv-python',
         'Pillow',

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from hat.archs.hat_arch import HAT
+from hat.archs.hat_arch import HAT, pad_to_multiple
 from hat.checkpoint import load_hat
 from hat.image_io import write_bytes_atomic
 
@@ -34,7 +33,8 @@ TOLERANCE = 1e-4
 
 
 class PaddedHAT(nn.Module):
-    """``HAT.forward`` in export-friendly form: one reflect pad whose size is shape arithmetic."""
+    """``HAT.forward`` in export-friendly form: ``HAT.forward`` checks, pads and crops outside the
+    compiled graph (``torch.compiler.disable``); here the same padding and crop are traced."""
 
     def __init__(self, net: HAT):
         super().__init__()
@@ -42,9 +42,8 @@ class PaddedHAT(nn.Module):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         h, w = lr.shape[-2:]
-        ws, scale = self.net.window_size, self.net.upscale
-        padded = F.pad(lr, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode='reflect')
-        return self.net.forward_padded(padded)[..., :h * scale, :w * scale]
+        scale = self.net.upscale
+        return self.net.forward_padded(pad_to_multiple(lr, self.net.window_size))[..., :h * scale, :w * scale]
 
 
 def min_side(net: HAT) -> int:

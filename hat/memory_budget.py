@@ -1,21 +1,34 @@
 """How much memory HAT inference needs, and the largest tile that fits a budget (``--tile auto``).
 
-Activation-memory model (inference, batch 1, per input pixel after padding to the window):
+The network describes itself through ``HAT.memory_layout`` (widths, window, scale, attention
+path, band size) and ``HAT.padded_size``; this module turns that into bytes. Two regimes:
 
-    floats = 16 * embed_dim + heads * ws**2 / 4           # transformer body
-           + (2.25 * heads * ows**2 if attention is explicit)
-           + 64 * 3.25 * scale**2                       # pixel-shuffle reconstruction head
+**Banded inference** (the default without autograd: fused attention, ``band_tokens`` set). The
+body keeps ``BODY_MAPS`` full-size ``embed_dim``-wide maps (the long skip, the group's input,
+the stream and the block's output) plus temporaries for one band of whole window rows; the
+reconstruction head then keeps the body's output and the preallocated output image plus one
+band of its ``upscale**2``-times larger maps. Per padded ``h x w`` input, in floats::
 
-``heads`` is the largest ``num_heads`` entry and ``ows = ws + int(ws * overlap_ratio)``.
-The body term is about sixteen ``embed_dim``-wide token tensors alive at once (residuals,
-LayerNorm, qkv, attention output, MLP, the conv branch) plus the shifted-window mask
-blocks; explicit attention also holds OCAB's score and probability matrices. The head holds
-the last upsampling convolution's input, output and pixel-shuffled copy at ``scale**2``
-times the pixels. The coefficients were fitted to peak-RSS measurements of fp32 CPU runs
-(2-core machine, 128x128 inputs, embed_dim 24-180, heads 3-12, window 8/16, scale 1-4, fused
-and explicit attention): the model lies within -5 % / +55 % of them, over-estimating most
-where the x3/x4 head dominates, and by about 2.3x for HAT-S x4 on a 256x256 input. Bytes
-per float: see :func:`bytes_per_float`.
+    body = h*w * BODY_MAPS * embed_dim + band_px * (BAND_FLOATS * embed_dim + 2 * mlp_hidden)
+    head = h*w * (embed_dim + 2 * in_chans * scale**2) + head_band_px * HEAD_FLOATS * head_features * scale**2
+    peak = max(body, head)
+
+with ``band_px = band_rows * w`` (``HAT.band_rows``) and ``head_band_px`` the head's band of
+rows (``2 * band_tokens / w``) plus its halo. At x4 the head's peak is the last upsampling
+conv's 256-channel output next to its pixel-shuffled copy (``2 * 64 * 16`` floats per pixel).
+
+**Whole-image inference** (explicit attention, or ``band_tokens=None``): every layer runs on
+the whole image; per padded input pixel the peak is the larger of the body's and the head's::
+
+    body = WHOLE_MAPS * embed_dim + (2.25 * heads * ows**2 if explicit)
+    head = embed_dim + 2 * in_chans * scale**2 + HEAD_FLOATS * head_features * scale**2
+
+The coefficients were fitted to the tensor memory one fp32 forward allocates on CPU (the
+profiler's allocation events; tiny to HAT-sized widths, x1-x4, bands of 1024-4096 pixels:
+within 10 %, see docs/benchmarks.md) and are checked against a measurement in
+tests/test_memory_budget.py. Resident memory adds the allocator's slack on top (about
+1.3x on glibc), which the budget fractions below leave room for. Bytes per float: see
+:func:`bytes_per_float`.
 """
 from __future__ import annotations
 
@@ -23,6 +36,7 @@ from typing import Optional
 
 import torch
 
+from hat.archs.hat_arch import MemoryLayout, body_band_rows, head_band_rows
 from hat.available_memory import host_available_memory
 
 #: Fraction of free GPU memory a tile may plan to use (leaves room for the caching
@@ -33,50 +47,68 @@ GPU_BUDGET_FRACTION = 0.7
 #: recoverable out-of-memory error on CPU, so stay well clear of it).
 CPU_BUDGET_FRACTION = 0.5
 
-#: Channels of HAT's reconstruction head (fixed by the architecture).
-_HEAD_FEATURES = 64
+#: Banded inference: full-size body maps alive at the peak (the group's input, the stream and
+#: the block's output, plus LayerNorm/shifted copies of a band), band temporaries per band pixel
+#: (in embed_dim units, besides the MLP's hidden layer), head temporaries per head-band pixel
+#: (in head_features * scale**2 units).
+BODY_MAPS = 3.2
+BAND_FLOATS = 7.5
+HEAD_FLOATS = 2.0
+
+#: Whole-image inference: embed_dim-wide maps alive at the body's peak.
+WHOLE_MAPS = 14.5
 
 
-def activation_floats_per_pixel(model: torch.nn.Module) -> float:
-    """Peak live activations of one forward pass, in floats per (padded) input pixel."""
-    heads = max(layer.residual_group.blocks[0].attn.num_heads for layer in model.layers)
-    ws = model.window_size
-    ows = ws + int(ws * model.overlap_ratio)
-    fused = all(getattr(m, 'fused_attn', True) for m in model.modules())
-    body = 16 * model.embed_dim + heads * ws ** 2 / 4
-    if not fused:
-        body += 2.25 * heads * ows ** 2
-    head = _HEAD_FEATURES * 3.25 * model.upscale ** 2
-    return body + head
+def banded_floats(layout: MemoryLayout, h: int, w: int) -> float:
+    """Peak floats of banded inference on a padded ``h x w`` input (batch 1)."""
+    c, scale, ws = layout.embed_dim, layout.upscale, layout.window_size
+    band_rows = body_band_rows(layout.band_tokens, 1, w, ws)
+    body = h * w * BODY_MAPS * c + min(band_rows, h) * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden)
+    head_rows = min(head_band_rows(layout.band_tokens, 1, w) + 2, h)
+    head = (h * w * (c + 2 * layout.in_chans * scale ** 2)
+            + head_rows * w * HEAD_FLOATS * layout.head_features * scale ** 2)
+    return max(body, head)
+
+
+def whole_image_floats(layout: MemoryLayout, h: int, w: int) -> float:
+    """Peak floats of whole-image inference on a padded ``h x w`` input (batch 1)."""
+    c, scale = layout.embed_dim, layout.upscale
+    body = WHOLE_MAPS * c + (0 if layout.fused else 2.25 * layout.num_heads * layout.overlap_size ** 2)
+    head = c + 2 * layout.in_chans * scale ** 2 + HEAD_FLOATS * layout.head_features * scale ** 2
+    return h * w * max(body, head)
+
+
+def forward_floats(model: torch.nn.Module, h: int, w: int) -> float:
+    """Peak floats of one inference forward of ``model`` on an ``h x w`` input (padded to the window)."""
+    layout = model.memory_layout
+    h, w = model.padded_size(h, w)
+    if layout.fused and layout.band_tokens is not None:
+        return banded_floats(layout, h, w)
+    return whole_image_floats(layout, h, w)
 
 
 def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
     """Average bytes per activation for a compute ``dtype`` on ``device``.
 
     4 in fp32. 3 under fp16/bf16 autocast on CUDA (most activations in 16 bits, LayerNorm
-    and softmax outputs in 32; an estimate, and out-of-memory still halves the tile). 12 under
-    bf16 autocast on CPU: there, peak memory varied from 0.5x to 3.8x that of fp32 between
-    identical runs (HAT-S x4, 128 and 256 px; the allocator keeps converted copies around).
+    and softmax outputs in 32; an estimate, and out-of-memory still halves the tile). 6 under
+    bf16 autocast on CPU: banded inference keeps the residual stream and the body's maps in
+    fp32, so the peak is about fp32's (HAT x4 at 256x256: 167 MB against 177 MB), and whole-image
+    runs used to vary from 0.5x to 3.8x of fp32 between identical runs; 1.5x leaves room for that.
     """
     if dtype == torch.float32:
         return 4.0
-    return 3.0 if device.type == 'cuda' else 12.0
-
-
-def padded_side(side: int, window: int) -> int:
-    """``side`` rounded up to a multiple of the window (what the network actually runs on)."""
-    return -(-side // window) * window
+    return 3.0 if device.type == 'cuda' else 6.0
 
 
 def tile_bytes(model: torch.nn.Module, h: int, w: int, float_bytes: float, tta: bool = False) -> float:
     """Estimated peak memory of running ``model`` on an ``h x w`` input (tile context included)."""
-    ws = model.window_size
-    pixels = padded_side(h, ws) * padded_side(w, ws)
-    floats = activation_floats_per_pixel(model)
+    floats = forward_floats(model, h, w)
     if tta:
         # The ensemble's running sum and the current transformed output.
-        floats += 2 * model.in_chans * model.upscale ** 2
-    return pixels * floats * float_bytes
+        ph, pw = model.padded_size(h, w)
+        floats += 2 * ph * pw * model.in_chans * model.upscale ** 2
+    return floats * float_bytes
 
 
 def available_memory(device: torch.device) -> int:

@@ -80,3 +80,13 @@ def test_conv_branch_switched_off_gives_attention_only_output():
                 block.conv_block.cab[0].weight.add_(1.0)  # the conv branch must not matter at all
         assert torch.isfinite(out).all()
         assert torch.equal(off(x), out)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float16, torch.bfloat16])
+def test_input_of_another_dtype_is_computed_in_the_weights_dtype(tiny, dtype):
+    x = to_tensor(sample_photo('coffee')[100:124, 200:216])
+    with torch.no_grad():
+        expected = tiny(x)
+        out = tiny(x.to(dtype))
+    assert out.dtype == dtype
+    assert (out.double() - expected.double()).abs().max() < {torch.float64: 1e-6}.get(dtype, 2e-2)

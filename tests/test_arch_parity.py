@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hat import HAT
+from hat.archs.hat_arch import BAND_TOKENS
 from tests.conftest import REFERENCE_DIR
 
 CASES = sorted((REFERENCE_DIR / 'parity').glob('*.pt'))
@@ -29,6 +30,22 @@ def test_float64_output_matches_reference(reference_case, fused):
     with torch.no_grad():
         out = model(case['input'])
     assert out.shape == case['output'].shape
+    assert (out - case['output']).abs().max().item() <= 1e-9
+
+
+def test_inference_in_bands_of_one_window_row_matches_reference(reference_case):
+    """The smallest bands: every band edge cuts through the CAB convs, the OCAB windows, the
+    shifted windows' wrap-around and the reconstruction head (one output row per band)."""
+    model, case = reference_case
+    model.set_fused_attention(True)
+    model.band_tokens = 1
+    try:
+        x = case['input']
+        with torch.no_grad():
+            assert model.band_rows(x) == model.window_size < x.shape[-2]
+            out = model(x)
+    finally:
+        model.band_tokens = BAND_TOKENS
     assert (out - case['output']).abs().max().item() <= 1e-9
 
 

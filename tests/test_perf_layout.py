@@ -79,3 +79,22 @@ def test_inference_takes_the_fused_cpu_kernel(dtype):
     x = torch.rand(2, 3, 24, 40, dtype=dtype)
     with torch.no_grad(), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # no fallback to the math path
         assert model(x).shape == (2, 3, 72, 120)
+
+
+def test_bfloat16_cpu_inference_attends_with_bf16_gemms_not_the_flash_kernel(monkeypatch):
+    """The CPU flash kernel runs bf16 no faster than fp32; bf16 inference takes batched bf16 GEMMs
+    instead, as accurate against float32 as the kernel was."""
+    model = synth_model(ODD_HEADS_CONFIG).eval()
+    x = to_tensor(sample_photo('coffee')[100:124, 150:190])
+    with torch.no_grad():
+        expected = model(x)
+    model.to(torch.bfloat16)
+    flash = model(x.bfloat16()).detach().float()  # with autograd: the flash kernel, as training runs it
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('bf16 inference on CPU called scaled_dot_product_attention')
+
+    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention', refuse)
+    with torch.no_grad():
+        gemms = model(x.bfloat16()).float()
+    assert (gemms - expected).abs().max() <= 1.5 * (flash - expected).abs().max() + 1e-3

@@ -200,7 +200,7 @@ def test_memory_model_grows_with_pixels_and_picks_the_largest_fitting_tile(noisy
     cpu = torch.device('cpu')
     fp32 = memory_budget.bytes_per_float(torch.float32, cpu)
     small = memory_budget.tile_bytes(noisy, 64, 64, fp32)
-    assert memory_budget.tile_bytes(noisy, 128, 128, fp32) == pytest.approx(4 * small)
+    assert small < memory_budget.tile_bytes(noisy, 128, 128, fp32) <= 4 * small  # bands: band temporaries are fixed
     assert memory_budget.tile_bytes(noisy, 60, 60, fp32) == small  # padded to the window
     assert memory_budget.bytes_per_float(torch.float16, torch.device('cuda')) < fp32
     assert memory_budget.bytes_per_float(torch.bfloat16, cpu) > fp32

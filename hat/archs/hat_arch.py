@@ -9,7 +9,7 @@ original's test-time recipe) and crops the output.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,15 @@ from hat.archs.hat_attention import (
     relative_position_index_sa,
     shifted_window_masks,
 )
-from hat.archs.hat_blocks import RHAG, AttentionInputs, PatchEmbed, Upsample, is_supported_scale, stream_layer_norm
+from hat.archs.hat_blocks import (
+    RHAG,
+    AttentionInputs,
+    PatchEmbed,
+    Upsample,
+    bands,
+    is_supported_scale,
+    stream_layer_norm,
+)
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -34,6 +42,9 @@ NUM_FEAT = 64
 #: How many input sizes keep their shift mask cached (tiles of one image share one size).
 MASK_CACHE_SIZE = 8
 
+#: Default ``HAT.band_tokens``: pixels per band of memory-bounded inference (see ``HAT.band_rows``).
+BAND_TOKENS = 4096
+
 
 def _pair(value: IntOrPair) -> tuple[int, int]:
     if isinstance(value, int):
@@ -42,14 +53,51 @@ def _pair(value: IntOrPair) -> tuple[int, int]:
     return int(h), int(w)
 
 
+class MemoryLayout(NamedTuple):
+    """What ``hat.memory_budget`` needs to know about a network (``HAT.memory_layout``)."""
+
+    embed_dim: int
+    num_heads: int  # the largest num_heads entry
+    window_size: int
+    overlap_size: int  # side of OCAB's enlarged key/value windows
+    mlp_hidden: int
+    head_features: int  # channels of the reconstruction head (NUM_FEAT)
+    upscale: int
+    in_chans: int
+    fused: bool  # fused attention (False: the original's explicit formulation)
+    band_tokens: Optional[int]  # pixels per band of memory-bounded inference (None: whole image)
+
+
+def body_band_rows(band_tokens: int, batch: int, width: int, window_size: int) -> int:
+    """Pixel rows per band of the body: whole window rows, about ``band_tokens`` pixels a band."""
+    return max(1, band_tokens // (batch * width * window_size)) * window_size
+
+
+def head_band_rows(band_tokens: int, batch: int, width: int) -> int:
+    """LR rows per band of the reconstruction head: twice the body's pixels (the body's maps are
+    gone by then), any number of rows."""
+    return max(1, 2 * band_tokens // (batch * width))
+
+
+def window_padding(side: int, multiple: int) -> int:
+    """Pixels that bring ``side`` up to a multiple of ``multiple`` (shape arithmetic only, so it
+    also works on the symbolic sizes of ``torch.export``)."""
+    return (multiple - side % multiple) % multiple
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Reflect-pad ``x`` (NCHW) right and bottom so height and width are multiples of ``multiple``.
 
     Equals the original's ``F.pad(x, (0, pw, 0, ph), 'reflect')`` whenever that is defined;
     pads larger than the image are reflected repeatedly, and a 1-pixel side is replicated.
+    Under ``torch.export`` it is that one reflect pad (exported graphs take inputs of at least
+    two windows per side).
     """
+    if torch.compiler.is_exporting():
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, window_padding(w, multiple), 0, window_padding(h, multiple)), mode='reflect')
     for dim in (-2, -1):
-        pad = -x.shape[dim] % multiple
+        pad = window_padding(x.shape[dim], multiple)
         while pad:
             step = min(pad, x.shape[dim] - 1)
             mode = 'reflect' if step else 'replicate'
@@ -136,6 +184,10 @@ class HAT(nn.Module):
         self.num_layers = len(depths)
         self.ape = ape
         self.patches_resolution = patches
+        #: Inference (no autograd, fused attention, not compiled) runs the body and the reconstruction
+        #: head in bands of about this many pixels (whole window rows), so that temporaries stay
+        #: bounded whatever the image size; None runs every layer on the whole image at once.
+        self.band_tokens: Optional[int] = BAND_TOKENS
         mean = RGB_MEAN if in_chans == 3 else (0.0,) * in_chans
         # 1-D so the channels-last conversion below leaves it alone (DDP cannot sync a (1, c, 1, 1)
         # channels-last buffer: its strides make elements overlap).
@@ -257,6 +309,42 @@ class HAT(nn.Module):
         if x.shape[-2] < 1 or x.shape[-1] < 1 or x.shape[0] < 1:
             raise ValueError(f'input has an empty dimension: {tuple(x.shape)}')
 
+    def band_rows(self, x: torch.Tensor) -> Optional[int]:
+        """Pixel rows (whole window rows) per band of memory-bounded inference on ``x`` ``(b, c, h, w)``,
+        or None where the whole image runs at once: with autograd on (training keeps the
+        original formulation), in train mode, on the explicit attention path, under
+        ``torch.compile``/``torch.export``, or with ``band_tokens=None``."""
+        if (self.band_tokens is None or torch.is_grad_enabled() or self.training or torch.compiler.is_compiling()
+                or not self.fused_attention):
+            return None
+        b, _, _, w = x.shape
+        return body_band_rows(self.band_tokens, b, w, self.window_size)
+
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size an ``h x w`` input runs at: both sides padded up to a multiple of the window."""
+        return h + window_padding(h, self.window_size), w + window_padding(w, self.window_size)
+
+    @property
+    def memory_layout(self) -> MemoryLayout:
+        """The sizes that decide how much memory a forward needs (read by ``hat.memory_budget``)."""
+        return MemoryLayout(
+            embed_dim=self.embed_dim,
+            num_heads=max(layer.residual_group.blocks[0].attn.num_heads for layer in self.layers),
+            window_size=self.window_size,
+            overlap_size=self.layers[0].residual_group.overlap_attn.overlap_win_size,
+            mlp_hidden=self.layers[0].residual_group.blocks[0].mlp.fc1.out_features,
+            head_features=NUM_FEAT,
+            upscale=self.upscale,
+            in_chans=self.in_chans,
+            fused=self.fused_attention,
+            band_tokens=self.band_tokens,
+        )
+
+    @property
+    def fused_attention(self) -> bool:
+        """Whether every attention module is on the fused path (see :meth:`set_fused_attention`)."""
+        return all(m.fused_attn for m in self.modules() if hasattr(m, 'fused_attn'))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Transformer body on a ``(b, embed_dim, h, w)`` map whose sides are multiples of the window."""
         h, w = x.shape[-2:]
@@ -265,6 +353,7 @@ class HAT(nn.Module):
             rpi_oca=self.relative_position_index_OCA,
             shift_masks=self.shift_mask(h, w, x.device, x.dtype),
             compute_dtype=x.dtype,
+            band_rows=self.band_rows(x),
         )
         x = self.patch_embed(x)
         if self.ape:
@@ -279,30 +368,70 @@ class HAT(nn.Module):
         return x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Super-resolve ``(b, in_chans, h, w)`` in [0, 1] to ``(b, in_chans, h*upscale, w*upscale)``."""
+        """Super-resolve ``(b, in_chans, h, w)`` in [0, 1] to ``(b, in_chans, h*upscale, w*upscale)``.
+
+        An input of another floating dtype than the weights (say float64 or float16 into a
+        float32 model) is computed in the weights' dtype and returned in its own.
+        """
         self.check_input(x)
-        h, w = x.shape[-2:]
-        return self._crop_output(self.forward_padded(self._pad_input(x)), h, w)
+        (h, w), dtype = x.shape[-2:], x.dtype
+        return self._crop_output(self.forward_padded(self._pad_input(x)), h, w, dtype)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """The network on an input whose sides are multiples of ``window_size``; output not cropped."""
         mean = self.mean.to(x.dtype).view(1, -1, 1, 1)
         x = (x - mean) * self.img_range
-        x = self.conv_first(x)
-        x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        return x / self.img_range + mean
+        if self.band_rows(x) is None:
+            x = self.conv_first(x)
+            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+            return x / self.img_range + mean
+        # Memory-bounded inference: the shallow features are not kept through the body for the long
+        # skip connection but recomputed after it (a 3-channel conv: negligible work, same values).
+        body = self.conv_after_body(self.forward_features(self.conv_first(x)))
+        body = body.add_(self.conv_first(x)) if isinstance(self.conv_after_body, nn.Conv2d) \
+            else body + self.conv_first(x)
+        return self._reconstruct_in_bands(body, mean, head_band_rows(self.band_tokens, body.shape[0], body.shape[-1]))
+
+    def _reconstruct_in_bands(self, x: torch.Tensor, mean: torch.Tensor, band_rows: int) -> torch.Tensor:
+        """The reconstruction head band by band into one preallocated output (inference): its
+        ``upscale**2``-times larger maps exist for one band at a time. Each band is computed with
+        one extra row per 3x3 conv above and below, and every conv's rows that the band's zero
+        padding made wrong are cut off before the next layer (the image's own edges keep the
+        original's padding)."""
+        b, _, h, w = x.shape
+        layers = [*self.conv_before_upsample, *self.upsample, self.conv_last]
+        halo = sum(isinstance(layer, nn.Conv2d) for layer in layers)
+        out = None
+        for r0, r1 in bands(h, band_rows):
+            top, bottom, height = max(r0 - halo, 0), min(r1 + halo, h), h
+            y = x[:, :, top:bottom]
+            for layer in layers:
+                y = layer(y)
+                if isinstance(layer, nn.Conv2d):
+                    cut_top, cut_bottom = int(top > 0), int(bottom < height)
+                    y = y[:, :, cut_top:y.shape[2] - cut_bottom]
+                    top, bottom = top + cut_top, bottom - cut_bottom
+                elif isinstance(layer, nn.PixelShuffle):
+                    f = layer.upscale_factor
+                    top, bottom, height = top * f, bottom * f, height * f
+            s = self.upscale
+            y = y[:, :, r0 * s - top:r1 * s - top] / self.img_range + mean
+            if out is None:
+                out = y.new_empty(b, y.shape[1], h * s, w * s)
+            out[:, :, r0 * s:r1 * s] = y
+        return out
 
     # Checking, padding and cropping run eagerly under torch.compile: the compiled graph then
     # sees plain (padded) sizes, which keeps dynamic-shape tracing fast and its guards few.
     @torch.compiler.disable
     def _pad_input(self, x: torch.Tensor) -> torch.Tensor:
-        return pad_to_multiple(x, self.window_size)
+        return pad_to_multiple(x.to(self.conv_first.weight.dtype), self.window_size)
 
     @torch.compiler.disable
-    def _crop_output(self, out: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _crop_output(self, out: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         # The convs run channels-last; hand back the usual contiguous NCHW layout.
-        return out[..., :h * self.upscale, :w * self.upscale].contiguous()
+        return out[..., :h * self.upscale, :w * self.upscale].to(dtype).contiguous()
 
 
 def _check_config(in_chans, embed_dim, depths, num_heads, window_size, compress_ratio, squeeze_factor,

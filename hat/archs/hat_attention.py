@@ -59,12 +59,15 @@ def overlapping_windows(x: torch.Tensor, window_size: int, overlap_size: int) ->
     pixels on each side; pixels outside the image are zeros (the original's ``nn.Unfold``
     padding). Windows are ordered like :func:`window_partition`.
     """
-    b, _, _, c = x.shape
     pad = (overlap_size - window_size) // 2
-    if pad:
-        x = F.pad(x, (0, 0, pad, pad, pad, pad))
+    return unfold_windows(F.pad(x, (0, 0, pad, pad, pad, pad)) if pad else x, window_size, overlap_size)
+
+
+def unfold_windows(padded: torch.Tensor, window_size: int, overlap_size: int) -> torch.Tensor:
+    """:func:`overlapping_windows` of an image already padded by the enlargement on every side."""
+    c = padded.shape[-1]
     # (b, nh, nw, c, oh, ow): a strided view, copied once by the reshape below.
-    patches = x.unfold(1, overlap_size, window_size).unfold(2, overlap_size, window_size)
+    patches = padded.unfold(1, overlap_size, window_size).unfold(2, overlap_size, window_size)
     return patches.permute(0, 1, 2, 4, 5, 3).reshape(-1, overlap_size * overlap_size, c)
 
 
@@ -152,11 +155,26 @@ def padded_projection(
     return weight, bias
 
 
-def window_bands(count: int, shifted: bool) -> list[tuple[int, int, bool]]:
-    """Runs ``(start, stop, is_last)`` of window rows (or columns) that share a mask kind."""
-    if not shifted:
+def window_bands(count: int, masked_last: bool) -> list[tuple[int, int, bool]]:
+    """Runs ``(start, stop, is_last)`` of window rows (or columns) that share a mask kind;
+    with ``masked_last``, the last one is a run of its own (the shifted-window mask applies)."""
+    if not masked_last:
         return [(0, count, False)]
     return ([(0, count - 1, False)] if count > 1 else []) + [(count - 1, count, True)]
+
+
+def _attend_cpu_bf16(q, k, v, bias, scale) -> torch.Tensor:
+    """Explicit attention window by window for bfloat16 on CPU, where bf16 GEMMs run ~2x faster
+    than PyTorch's flash kernel at HAT's shapes (it gains nothing over float32 there): one
+    ``baddbmm`` adds the bias and scales the logits (one window's scores stay in cache), the
+    softmax runs in place (accumulating in float32). Inference only; ``bias`` is ``(1, heads, N, M)``."""
+    bias = bias[0].to(q.dtype)
+    out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
+    for i in range(q.shape[0]):
+        scores = torch.baddbmm(bias, q[i], k[i].transpose(-2, -1), alpha=scale)
+        torch.softmax(scores, dim=-1, out=scores)
+        torch.bmm(scores, v[i], out=out[i])
+    return out
 
 
 def attend(
@@ -171,8 +189,12 @@ def attend(
     """``softmax(q k^T * scale + bias) v`` over 4-D ``(batch, heads, tokens, head_dim)`` tensors.
 
     4-D layouts keep ``scaled_dot_product_attention`` on its fast kernels (CPU and CUDA);
-    ``bias`` broadcasts over the batch dimension.
+    ``bias`` broadcasts over the batch dimension. bfloat16 inference on CPU takes
+    :func:`_attend_cpu_bf16` instead.
     """
+    if fused and q.dtype == torch.bfloat16 and q.device.type == 'cpu' and not q.requires_grad and not dropout_p \
+            and not torch.compiler.is_compiling():
+        return _attend_cpu_bf16(q, k, v, bias, scale)
     if fused:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
     attn = (q * scale) @ k.transpose(-2, -1) + bias
@@ -221,10 +243,13 @@ class WindowAttention(nn.Module):
         self.fused_attn = fused_attention_default()
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor, rpi: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rpi: torch.Tensor, masks: Optional[torch.Tensor] = None,
+                bottom: bool = True) -> torch.Tensor:
         """``x``: image ``(b, h, w, dim)``, sides multiples of the window; ``masks``: ``(3, N, N)`` or None.
 
         Returns ``(b, h, w, dim)``: every pixel attended within its window, then projected.
+        ``x`` may be a band of rows of a larger image; ``bottom`` says whether its last window row
+        is the image's last (the one the shifted-window mask applies to).
         """
         b, h, w, c = x.shape
         ws, heads, n = self.window_size, self.num_heads, self.window_size ** 2
@@ -233,8 +258,9 @@ class WindowAttention(nn.Module):
         nh, nw = h // ws, w // ws
         shifted = masks is not None
         # Blocks of windows sharing one mask kind; their windows are cut out block after block.
+        row_bands = window_bands(nh, shifted and bottom)
         blocks = [(r0, r1, c0, c1, 2 * last_row + last_col)
-                  for r0, r1, last_row in window_bands(nh, shifted) for c0, c1, last_col in window_bands(nw, shifted)]
+                  for r0, r1, last_row in row_bands for c0, c1, last_col in window_bands(nw, shifted)]
         grid = x.view(b, nh, ws, nw, ws, c)
         windows = [grid[:, r0:r1, :, c0:c1].permute(0, 1, 3, 2, 4, 5).reshape(-1, n, c) for r0, r1, c0, c1, _ in blocks]
         windows = torch.cat(windows) if len(windows) > 1 else windows[0]
@@ -252,7 +278,7 @@ class WindowAttention(nn.Module):
         # Back to the image: windows of a band of rows side by side, then the bands on top of each other.
         parts = iter(out.split(counts))
         rows = []
-        for r0, r1, _ in window_bands(nh, shifted):
+        for r0, r1, _ in row_bands:
             cols = [next(parts).view(b, r1 - r0, c1 - c0, ws, ws, c) for c0, c1, _ in window_bands(nw, shifted)]
             rows.append(torch.cat(cols, dim=2) if len(cols) > 1 else cols[0])
         out = torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
@@ -281,12 +307,19 @@ class OverlapCrossAttention(nn.Module):
     def forward(self, qkv: torch.Tensor, table: torch.Tensor, rpi: torch.Tensor) -> torch.Tensor:
         """``qkv``: ``(b, h, w, 3 * heads * kd)`` projected features, heads possibly zero-padded to
         ``kd`` (see :func:`padded_projection`); returns ``(b, h, w, dim)``."""
-        b, h, w, channels = qkv.shape
+        width = qkv.shape[-1] // 3
+        pad = (self.overlap_size - self.window_size) // 2
+        return self.attend_padded(qkv[..., :width], F.pad(qkv[..., width:], (0, 0, pad, pad, pad, pad)), table, rpi)
+
+    def attend_padded(self, q: torch.Tensor, kv: torch.Tensor, table: torch.Tensor, rpi: torch.Tensor) -> torch.Tensor:
+        """Queries ``(b, h, w, heads * kd)`` against keys/values ``(b, h + 2p, w + 2p, 2 * heads * kd)``
+        padded by the enlargement ``p`` on every side (zeros beyond the image; a band of a larger
+        image brings its neighbours' rows instead). Returns ``(b, h, w, dim)``."""
+        b, h, w, width = q.shape
         ws, ows, heads, c = self.window_size, self.overlap_size, self.num_heads, self.dim
-        kernel_d = channels // (3 * heads)
-        width = heads * kernel_d
-        q = window_partition(qkv[..., :width], ws).view(-1, ws * ws, heads, kernel_d).transpose(1, 2)
-        kv = overlapping_windows(qkv[..., width:], ws, ows)
+        kernel_d = width // heads
+        q = window_partition(q, ws).view(-1, ws * ws, heads, kernel_d).transpose(1, 2)
+        kv = unfold_windows(kv, ws, ows)
         k, v = kv.view(-1, ows * ows, 2, heads, kernel_d).permute(2, 0, 3, 1, 4).unbind(0)
         bias = gather_bias(table, rpi).unsqueeze(0)
         out = attend(q, k, v, bias, self.scale, 0.0, self.fused_attn)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +21,38 @@ from hat.archs.hat_attention import OverlapCrossAttention, WindowAttention, kern
 
 class AttentionInputs(NamedTuple):
     """Per-forward values shared by every block: indices into the bias tables, the
-    shifted-window masks (``hat_attention.shifted_window_masks``) and the dtype the
-    branches compute in (the residual stream may be wider: see :func:`stream_dtype`)."""
+    shifted-window masks (``hat_attention.shifted_window_masks``), the dtype the
+    branches compute in (the residual stream may be wider: see :func:`stream_dtype`) and,
+    for memory-bounded inference, the pixel rows per band (None: the whole image at once)."""
 
     rpi_sa: torch.Tensor
     rpi_oca: torch.Tensor
     shift_masks: torch.Tensor
     compute_dtype: torch.dtype
+    band_rows: Optional[int] = None
+
+
+def bands(height: int, rows: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` row ranges of at most ``rows`` rows covering ``height``."""
+    return [(r0, min(r0 + rows, height)) for r0 in range(0, height, rows)]
+
+
+def wrapped_rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start .. stop - 1`` of ``(b, h, w, c)`` taken modulo ``h`` (a band of the cyclically
+    shifted image), as one tensor."""
+    h = x.shape[1]
+    if stop <= h:
+        return x[:, start:stop]
+    return torch.cat([x[:, start:], x[:, :stop - h]], dim=1)
+
+
+def add_wrapped_rows_(x: torch.Tensor, start: int, band: torch.Tensor) -> None:
+    """``x[:, start:start + rows] += band`` with rows taken modulo ``x``'s height (in place)."""
+    h, rows = x.shape[1], band.shape[1]
+    first = min(rows, h - start)
+    x[:, start:start + first] += band[:, :first]
+    if first < rows:
+        x[:, :rows - first] += band[:, first:]
 
 
 # Half precision: the residual stream adds up the output of every block and can outgrow
@@ -107,6 +132,16 @@ class ChannelAttention(nn.Module):
             gate = torch.sigmoid(F.conv2d(z, expand.weight.to(acc), _cast(expand.bias, acc)))
         return x * gate.to(x.dtype)
 
+    def gate_(self, x: torch.Tensor, scale: float = 1.0) -> None:
+        """:meth:`forward` in place on ``x`` (inference)."""
+        pool, squeeze, _, expand, _ = self.attention
+        acc = stream_dtype(x.dtype)
+        with _autocast_off(x):
+            z = x.mean((2, 3), keepdim=True, dtype=acc) / scale
+            z = F.relu(F.conv2d(z, squeeze.weight.to(acc), _cast(squeeze.bias, acc)))
+            gate = torch.sigmoid(F.conv2d(z, expand.weight.to(acc), _cast(expand.bias, acc)))
+        x.mul_(gate.to(x.dtype))
+
 
 class CAB(nn.Module):
     """Channel attention block: conv (compress) - GELU - conv (expand) - channel attention."""
@@ -131,6 +166,32 @@ class CAB(nn.Module):
                      expand.padding)
         return attention(y, scale)
 
+    def forward_bands(self, rows: Callable[[int, int], torch.Tensor], out: torch.Tensor, scale: float,
+                      band_rows: int) -> None:
+        """Inference in bands of rows: write ``forward(x, scale)`` into ``out`` ``(b, h, w, c)``, where
+        ``rows(r0, r1)`` gives rows ``[r0, r1)`` of ``x`` as ``(b, r1 - r0, w, c)``. Each band is
+        computed from two extra rows on each side (the two 3x3 convs); only the channel gate
+        needs the whole map, and it is applied to ``out`` in place."""
+        compress, act, expand, attention = self.cab
+        h = out.shape[1]
+        if scale == 0:
+            out.zero_()
+            return
+        bias = None if expand.bias is None else expand.bias * scale
+        for r0, r1 in bands(h, band_rows):
+            lo, hi = max(r0 - 2, 0), min(r1 + 2, h)
+            y = act(compress(rows(lo, hi).permute(0, 3, 1, 2))) * scale
+            # Rows computed from the zero padding at a band edge inside the image are wrong; the
+            # image's own edges (lo == 0, hi == h) have the original's zero padding.
+            if lo > 0:
+                y = y[:, :, 1:]
+            if hi < h:
+                y = y[:, :, :-1]
+            y = F.conv2d(y, expand.weight, bias, expand.stride, expand.padding)
+            top = r0 - lo - (lo > 0)
+            out[:, r0:r1] = y[:, :, top:top + r1 - r0].permute(0, 2, 3, 1)
+        attention.gate_(out.permute(0, 3, 1, 2), scale)
+
 
 class Mlp(nn.Module):
     """Two-layer feed-forward network with GELU, as in Swin/HAT."""
@@ -144,6 +205,14 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def add_mlp_in_bands_(x: torch.Tensor, norm: nn.LayerNorm, mlp: Mlp, dtype: torch.dtype, band_rows: int) -> None:
+    """``x += mlp(norm(x))`` on an image ``(b, h, w, c)``, band by band and in place (inference):
+    the hidden layer only ever exists for one band."""
+    for r0, r1 in bands(x.shape[1], band_rows):
+        band = x[:, r0:r1]
+        band += mlp(stream_layer_norm(norm, band, dtype))
 
 
 class HAB(nn.Module):
@@ -182,6 +251,8 @@ class HAB(nn.Module):
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int], inputs: AttentionInputs) -> torch.Tensor:
         """``x``: tokens ``(b, h*w, dim)`` of an image of size ``x_size``; same shape out."""
+        if inputs.band_rows is not None:
+            return self.forward_bands(x, x_size, inputs)
         h, w = x_size
         b, _, c = x.shape
         shift = self.shift_size
@@ -198,6 +269,32 @@ class HAB(nn.Module):
 
         x = shortcut + self.drop_path(attn_x.reshape(b, h * w, c)) + conv_x
         return x + self.drop_path(self.mlp(stream_layer_norm(self.norm2, x, inputs.compute_dtype)))
+
+    def forward_bands(self, x: torch.Tensor, x_size: tuple[int, int], inputs: AttentionInputs) -> torch.Tensor:
+        """:meth:`forward` for inference with bounded memory: the output (a new tensor) is the only
+        full-size map made. LayerNorm, the conv branch, the attention and the MLP run band by band
+        (bands of whole window rows; shifted bands wrap around the image), adding into it in place."""
+        h, w = x_size
+        b, _, c = x.shape
+        shift, dtype = self.shift_size, inputs.compute_dtype
+        image = x.view(b, h, w, c)
+
+        def normed(r0: int, r1: int) -> torch.Tensor:
+            return stream_layer_norm(self.norm1, wrapped_rows(image, r0, r1), dtype)
+
+        out = torch.empty_like(image)
+        self.conv_block.forward_bands(normed, out, self.conv_scale, inputs.band_rows)
+        out += image
+        for r0, r1 in bands(h, inputs.band_rows):
+            band = normed(r0 + shift, r1 + shift)
+            if shift:
+                band = torch.roll(band, shifts=-shift, dims=2)
+            band = self.attn(band, inputs.rpi_sa, inputs.shift_masks if shift else None, bottom=r1 == h)
+            if shift:
+                band = torch.roll(band, shifts=shift, dims=2)
+            add_wrapped_rows_(out, r0 + shift, band)
+        add_mlp_in_bands_(out, self.norm2, self.mlp, dtype, inputs.band_rows)
+        return out.view(b, h * w, c)
 
 
 class OCAB(nn.Module):
@@ -229,7 +326,9 @@ class OCAB(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int], rpi: torch.Tensor,
-                compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                compute_dtype: Optional[torch.dtype] = None, band_rows: Optional[int] = None) -> torch.Tensor:
+        if band_rows is not None:
+            return self.forward_bands(x, x_size, rpi, compute_dtype or x.dtype, band_rows)
         h, w = x_size
         b, _, c = x.shape
         dtype = compute_dtype or x.dtype
@@ -240,6 +339,31 @@ class OCAB(nn.Module):
         attn_x = self.attention(qkv, self.relative_position_bias_table, rpi)
         x = self.proj(attn_x.reshape(b, h * w, c)) + x
         return x + self.mlp(stream_layer_norm(self.norm2, x, dtype))
+
+    def forward_bands(self, x: torch.Tensor, x_size: tuple[int, int], rpi: torch.Tensor, dtype: torch.dtype,
+                      band_rows: int) -> torch.Tensor:
+        """:meth:`forward` for inference with bounded memory: queries, keys and values exist for
+        one band of window rows at a time (keys/values with the enlargement's rows above and below)."""
+        h, w = x_size
+        b, _, c = x.shape
+        image = x.view(b, h, w, c)
+        heads = self.attention.num_heads
+        pad = (self.overlap_win_size - self.window_size) // 2
+        weight, bias = padded_projection(self.qkv, 3, heads, kernel_head_dim(c // heads, self.attention.fused_attn))
+        width = weight.shape[0] // 3
+        out = torch.empty_like(image)
+        for r0, r1 in bands(h, band_rows):
+            lo, hi = max(r0 - pad, 0), min(r1 + pad, h)
+            qkv = F.linear(stream_layer_norm(self.norm1, image[:, lo:hi], dtype), weight, bias)
+            # Keys/values padded by the enlargement: zeros beyond the image, neighbouring rows inside it.
+            kv = F.pad(qkv[..., width:], (0, 0, pad, pad, pad - (r0 - lo), pad - (hi - r1)))
+            q = qkv[:, r0 - lo:r1 - lo, :, :width].contiguous()
+            del qkv
+            attn_x = self.attention.attend_padded(q, kv, self.relative_position_bias_table, rpi)
+            del q, kv
+            torch.add(image[:, r0:r1], self.proj(attn_x), out=out[:, r0:r1])
+        add_mlp_in_bands_(out, self.norm2, self.mlp, dtype, band_rows)
+        return out.view(b, h * w, c)
 
 
 class AttenBlocks(nn.Module):
@@ -295,7 +419,7 @@ class AttenBlocks(nn.Module):
         if checkpointing:
             return checkpoint.checkpoint(self.overlap_attn, x, x_size, inputs.rpi_oca, inputs.compute_dtype,
                                          use_reentrant=False)
-        return self.overlap_attn(x, x_size, inputs.rpi_oca, inputs.compute_dtype)
+        return self.overlap_attn(x, x_size, inputs.rpi_oca, inputs.compute_dtype, inputs.band_rows)
 
 
 class RHAG(nn.Module):
@@ -313,7 +437,10 @@ class RHAG(nn.Module):
         y = self.residual_group(x, x_size, inputs).transpose(1, 2).reshape(b, c, *x_size)
         if isinstance(self.conv, nn.Conv2d):  # reads the residual stream: stream precision
             y = stream_conv(self.conv, y)
-        return y.flatten(2).transpose(1, 2) + x
+        y = y.flatten(2).transpose(1, 2)
+        if inputs.band_rows is not None and isinstance(self.conv, nn.Conv2d):  # inference: y is ours
+            return y.add_(x)
+        return y + x
 
 
 class PatchEmbed(nn.Module):
