@@ -36,7 +36,7 @@ setup(
         'tqdm',
     ],
     extras_require={
-        'test': ['pytest>=7', 'scikit-image', 'ruff', 'onnx', 'onnxscript', 'onnxruntime', 'spandrel'],
+        'test': ['pytest>=7', 'scikit-image', 'ruff', 'onnx', 'onnxscript', 'onnxruntime', 'spandrel>=0.4.2,<0.5'],
     },
     entry_points={'console_scripts': ['hat-upscale=hat.upscale_cli:main']},
     classifiers=[
