@@ -89,11 +89,18 @@ class _Checker:
             self.add(key, f'{value!r} is text, not a number (YAML reads a float only with a dot, or a quoted '
                           f'number as text); write {_as_float_text(value)}')
 
-    def section(self, parent: dict, name: str, key: str, required: bool, fix: str) -> Optional[dict]:
-        """``parent[name]`` if it is a mapping; reports it missing (if ``required``) or of the wrong kind."""
+    def given(self, parent: dict, name: str, key: str, required: bool, fix: str) -> bool:
+        """Whether ``parent[name]`` is there to check: a missing required value is reported, and a number
+        written as text was already reported by ``scan_number_text``."""
         if name not in parent or parent[name] is None:
             if required:
                 self.add(key, f'missing; {fix}')
+            return False
+        return not _number_text(parent[name])
+
+    def section(self, parent: dict, name: str, key: str, required: bool, fix: str) -> Optional[dict]:
+        """``parent[name]`` if it is a mapping; reports it missing (if ``required``) or of the wrong kind."""
+        if not self.given(parent, name, key, required, fix):
             return None
         if not isinstance(parent[name], dict):
             self.add(key, f'{_show(parent[name])} is not a section of options; {fix}')
@@ -103,13 +110,9 @@ class _Checker:
     def count(self, parent: dict, name: str, key: str, minimum: int = 1, required: bool = False,
               fix: str = '') -> None:
         """``parent[name]`` must be a whole number >= ``minimum``."""
-        if name not in parent or parent[name] is None:
-            if required:
-                self.add(key, f'missing; {fix or f"add a whole number >= {minimum}"}')
+        if not self.given(parent, name, key, required, fix or f'add a whole number >= {minimum}'):
             return
         value = parent[name]
-        if _number_text(value):
-            return  # reported by scan_number_text
         if not _is_count(value) or value < minimum:
             self.add(key, f'{_show(value)} is not a whole number >= {minimum}; '
                           f'{fix or f"write a whole number such as {max(minimum, 1) * 4}"}')
@@ -117,13 +120,9 @@ class _Checker:
     def number(self, parent: dict, name: str, key: str, low: float, high: Optional[float] = None,
                required: bool = False, fix: str = '') -> None:
         """``parent[name]`` must be a number in (low, high) (``low`` excluded, ``high`` excluded)."""
-        if name not in parent or parent[name] is None:
-            if required:
-                self.add(key, f'missing; {fix}')
+        if not self.given(parent, name, key, required, fix):
             return
         value = parent[name]
-        if _number_text(value):
-            return
         if not _is_number(value) or value <= low or (high is not None and value >= high):
             bounds = f'above {low}' + (f' and below {high}' if high is not None else '')
             self.add(key, f'{_show(value)} is not a number {bounds}; {fix or "fix the value"}')

@@ -66,13 +66,18 @@ def run_many(script: str, root: Path, files: list[Path], *args: str) -> tuple[li
     return json.loads(result.stdout.split('CODES', 1)[1].strip()), result.stderr
 
 
+def write_original_test_files(layout, num_gpu: str) -> list:
+    """The original release's 15 test option files, saying ``num_gpu``, written into ``layout``."""
+    files = [layout / f'{stem}_gpu{num_gpu}.yml' for stem in ORIGINAL_TEST_FILES]
+    for stem, path in zip(ORIGINAL_TEST_FILES, files):
+        path.write_text(original_test_yaml(stem, num_gpu=num_gpu))
+    return files
+
+
 @no_cuda
 @pytest.mark.slow
 def test_original_test_files_are_refused_on_a_cpu_before_anything_is_written(layout):
-    files = []
-    for stem in ORIGINAL_TEST_FILES:
-        files.append(layout / f'{stem}.yml')
-        files[-1].write_text(original_test_yaml(stem, num_gpu='1'))
+    files = write_original_test_files(layout, num_gpu='1')
     before = tree(layout)
     codes, stderr = run_many('test', layout, files)
     assert tree(layout) == before, 'a refused start wrote, moved or created something'
@@ -86,10 +91,7 @@ def test_original_test_files_are_refused_on_a_cpu_before_anything_is_written(lay
 
 @pytest.mark.slow
 def test_original_test_files_run_on_the_cpu_with_num_gpu_0(layout):
-    files = []
-    for stem in ORIGINAL_TEST_FILES:
-        files.append(layout / f'{stem}_cpu.yml')
-        files[-1].write_text(original_test_yaml(stem, num_gpu='0'))
+    files = write_original_test_files(layout, num_gpu='0')
     codes, stderr = run_many('test', layout, files)
     assert codes == [0] * len(files), stderr[-5000:]
     for stem, (name, _, kind) in ORIGINAL_TEST_FILES.items():
