@@ -65,7 +65,7 @@ def is_image_path(path: PathLike) -> bool:
     return suffix in IMAGE_EXTENSIONS or suffix in STILL_ONLY_EXTENSIONS
 
 
-def check_header(path: Path, data: bytes, max_pixels: Optional[int]) -> None:
+def check_header(path: Path, data: Union[bytes, np.ndarray], max_pixels: Optional[int]) -> None:
     """Refuse, from ``data``'s header alone, multi-frame images and (unless ``max_pixels`` is None)
     images above ``max_pixels``. Formats Pillow does not know, and broken headers, are left to the
     decoder and its messages."""
@@ -110,7 +110,7 @@ def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
         raise ImageReadError(f'cannot read {path}: {error.strerror or error}') from error
     if data.size == 0:
         raise ImageReadError(f'{path} is empty')
-    check_header(path, data.tobytes(), max_pixels)
+    check_header(path, data, max_pixels)
     flags = cv2.IMREAD_UNCHANGED
     if path.suffix.lower() in _EXIF_ORIENTED:
         flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH

@@ -10,10 +10,8 @@ import math
 import os
 from typing import Optional
 
-from PIL import Image
-
 from hat.data.bad_images import dataset_files, file_problems, make_dataset, policy_of
-from hat.data.image_lists import list_image_folder, read_lmdb_meta, read_meta_info
+from hat.data.image_lists import header_size, list_image_folder, read_lmdb_meta, read_meta_info
 from hat.data.realhat_dataset import gt_paths
 
 #: Dataset types that read HR images only and make their LR themselves.
@@ -24,16 +22,6 @@ REAL_ESRGAN_TYPES = ('RealESRGANDataset', 'RealHATDataset')
 
 #: How many offending files an error message names.
 SHOWN = 5
-
-
-def _image_size(path: str) -> tuple[int, int]:
-    """(height, width) from the file header."""
-    try:
-        with Image.open(path) as image:
-            w, h = image.size
-    except OSError as error:
-        raise OSError(f'cannot read image {path!r}: {error}') from error
-    return h, w
 
 
 def _pair_names(ds: dict, name: str) -> tuple[list[str], list[str]]:
@@ -87,7 +75,7 @@ def check_paired_dataset(ds: dict, name: str) -> int:
         _check_sizes([(k, gt_meta[k], lq_meta[k]) for k in gt_meta], scale, name)
         return len(gt_meta)
     gt_names, lq_names = _pair_names(ds, name)
-    _check_sizes([(g, _image_size(os.path.join(ds['dataroot_gt'], g)), _image_size(os.path.join(ds['dataroot_lq'], q)))
+    _check_sizes([(g, header_size(os.path.join(ds['dataroot_gt'], g)), header_size(os.path.join(ds['dataroot_lq'], q)))
                   for g, q in zip(gt_names, lq_names)], scale, name)
     return len(gt_names)
 

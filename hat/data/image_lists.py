@@ -65,3 +65,20 @@ def read_lmdb_meta(lmdb_folder: str, what: str) -> dict[str, Optional[tuple[int,
             shape = parts[1] if len(parts) > 1 and parts[1].startswith('(') else None
             meta[os.path.splitext(parts[0])[0]] = tuple(int(v) for v in shape.strip('()').split(',')) if shape else None
     return meta
+
+
+def header_size(path: str) -> tuple[int, int]:
+    """(height, width) from an image file's header, without decoding its pixels; OSError naming the file if it
+    has none. Pillow's decompression-bomb limit is lifted for the read: large photos are data in a training set."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            w, h = image.size
+    except (OSError, ValueError) as error:
+        raise OSError(f'cannot read image {path!r} ({error}); replace or remove it '
+                      '(`python -m hat.scripts.check_data` lists every bad image)') from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return h, w

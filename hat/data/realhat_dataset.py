@@ -18,9 +18,6 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from hat.data.image_lists import list_image_folder, read_lmdb_meta, read_meta_info
 
-#: The type name in option files that ``hat/train.py`` builds as :class:`RealHATDataset`.
-ORIGINAL_TYPE = 'RealESRGANDataset'
-
 
 def meta_info_option(opt: dict, name: str) -> str | None:
     """The meta_info file named by ``meta_info`` (basicsr) or ``meta_info_file`` (the original HAT), if any."""

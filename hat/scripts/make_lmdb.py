@@ -26,11 +26,10 @@ from typing import Optional, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from hat.data.hr_only_dataset import bicubic_lr, modcrop
-from hat.data.image_lists import list_image_folder
+from hat.data.image_lists import header_size, list_image_folder
 
 
 def crop_starts(length: int, crop: int, step: int, thresh: int) -> list[int]:
@@ -86,28 +85,14 @@ def pack_lmdb(folder: str, lmdb_path: str) -> None:
                         map_size=int(raw_bytes * 1.5) + (64 << 20))
 
 
-def header_size(path: str) -> tuple[int, int]:
-    """(height, width) from an image's header; OSError naming the file if it has none."""
-    try:
-        with Image.open(path) as image:
-            w, h = image.size
-    except (OSError, ValueError) as error:
-        raise OSError(f'cannot read image {path!r} ({error})') from error
-    return h, w
-
-
 def sub_image_counts(paths: list[str], multiple: int, crop: int, step: int, thresh: int) -> dict[str, int]:
     """How many sub-images each image gives (from its header), as :func:`cut_image` cuts them."""
     counts = {}
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # large photos are data here, not an attack
-    try:
-        with tqdm(paths, desc='read sizes', unit='image', file=sys.stderr) as bar:
-            for path in bar:
-                h, w = header_size(path)
-                h, w = h - h % multiple, w - w % multiple
-                counts[path] = len(crop_starts(h, crop, step, thresh)) * len(crop_starts(w, crop, step, thresh))
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    with tqdm(paths, desc='read sizes', unit='image', file=sys.stderr) as bar:
+        for path in bar:
+            h, w = header_size(path)
+            h, w = h - h % multiple, w - w % multiple
+            counts[path] = len(crop_starts(h, crop, step, thresh)) * len(crop_starts(w, crop, step, thresh))
     return counts
 
 

@@ -15,21 +15,10 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from PIL import Image
 from tqdm import tqdm
 
 from hat.atomic_io import atomic_write_text
-from hat.data.image_lists import is_image_file, list_image_folder
-
-
-def shorter_side(path: str) -> int:
-    """The shorter side of an image, from its header; OSError naming the file if it has none."""
-    try:
-        with Image.open(path) as image:
-            return min(image.size)
-    except (OSError, ValueError) as error:
-        raise OSError(f'cannot read image {path!r} ({error}); replace or remove it '
-                      '(`python -m hat.scripts.check_data` lists every bad image)') from error
+from hat.data.image_lists import header_size, is_image_file, list_image_folder
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -56,7 +45,7 @@ def collect(inputs: Sequence[str], roots: Sequence[str], min_size: int = 0) -> l
         paths = [os.path.join(folder, n) for n in names]
         if min_size:
             with tqdm(paths, desc=f'sizes in {folder}', unit='image') as bar:
-                paths = [p for p in bar if shorter_side(p) >= min_size]
+                paths = [p for p in bar if min(header_size(p)) >= min_size]
         lines += [os.path.relpath(p, root).replace(os.sep, '/') for p in paths]
     return lines
 
