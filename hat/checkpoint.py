@@ -81,8 +81,6 @@ class Checkpoint:
     config: Optional[dict[str, Any]]
     #: The network of a multi-network file it is (``params_ema``, ``params``); None for a bare one.
     param_key: Optional[str]
-    #: ``'pth'`` or ``'safetensors'``.
-    format: str
     path: str
 
 
@@ -90,6 +88,15 @@ def read_state_dict(path: PathLike, param_key: Optional[str] = None) -> StateDic
     """Load the weights in ``path`` (.pth or .safetensors): ``param_key`` if given, else ``params_ema``,
     ``params``, or a bare state_dict."""
     return read_checkpoint(path, param_key).state_dict
+
+
+def read_network(path: PathLike, param_key: Optional[str] = 'params') -> Checkpoint:
+    """``param_key`` of ``path``, or the file's own network when it has no such one: how BasicSR's
+    ``pretrain_network_*`` with ``param_key_*`` is read (by HATModel, and by the pre-flight check)."""
+    try:
+        return read_checkpoint(path, param_key)
+    except MissingNetworkError:
+        return read_checkpoint(path)
 
 
 def read_checkpoint(path: PathLike, param_key: Optional[str] = None) -> Checkpoint:
@@ -175,11 +182,11 @@ def _read_pth(path: str, param_key: Optional[str]) -> Checkpoint:
         found = None
         if param_key:
             raise MissingNetworkError(f'{path!r} has no {param_key!r} entry; it has: {sorted(content)[:10]}')
-    state_dict = {_strip_prefix(k): v for k, v in content.items() if isinstance(v, torch.Tensor)}
+    state_dict = {k.removeprefix('module.'): v for k, v in content.items() if isinstance(v, torch.Tensor)}
     if not state_dict:
         raise CheckpointError(f'{path!r} contains no tensors at the top level or under {list(PARAM_KEYS)}; '
                               f'its entries are: {sorted(content)[:10]}')
-    return Checkpoint(state_dict, _checked_config(config, path), found, 'pth', path)
+    return Checkpoint(state_dict, _checked_config(config, path), found, path)
 
 
 def _read_safetensors_network(path: str, param_key: Optional[str]) -> Checkpoint:
@@ -197,10 +204,10 @@ def _read_safetensors_network(path: str, param_key: Optional[str]) -> Checkpoint
             config = json.loads(metadata[CONFIG_KEY])
         except json.JSONDecodeError as error:
             raise CheckpointError(f'{path!r}: its {CONFIG_KEY!r} metadata is not valid JSON ({error})') from error
-    state_dict = {_strip_prefix(k): v for k, v in tensors.items()}
+    state_dict = {k.removeprefix('module.'): v for k, v in tensors.items()}
     if not state_dict:
         raise CheckpointError(f'{path!r} is a safetensors file with no tensors in it')
-    return Checkpoint(state_dict, _checked_config(config, path), own_key, 'safetensors', path)
+    return Checkpoint(state_dict, _checked_config(config, path), own_key, path)
 
 
 def _read_safetensors(path: str) -> tuple[StateDict, dict[str, str]]:
@@ -343,10 +350,6 @@ def save_weights(path: PathLike, state_dict: Mapping[str, torch.Tensor], config:
         atomic_torch_save(content, path, overwrite=overwrite)
 
 
-def _strip_prefix(key: str) -> str:
-    return key[len('module.'):] if key.startswith('module.') else key
-
-
 def _require(state_dict: Mapping[str, Any], keys) -> None:
     missing = [k for k in keys if k not in state_dict]
     if missing:
@@ -437,7 +440,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 def load_weights(model: HAT, state_dict: Mapping[str, torch.Tensor]) -> HAT:
     """Load ``state_dict`` into ``model`` strictly, explaining any mismatch; returns ``model``."""
-    state_dict = {_strip_prefix(k): v for k, v in state_dict.items()}
+    state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items()}
     expected = model.state_dict()
     for name in DERIVED_BUFFERS:
         state_dict.setdefault(name, expected[name])

@@ -81,8 +81,7 @@ def convert(input_path: str, output_path: str, param_key: Optional[str] = None, 
         raise ConvertError(f'the network_g options do not build a HAT: {error}') from error
     # The model's keys in its order (derived buffers included, as the original's state_dict has them),
     # with the stored tensors, so that no precision is lost before the optional cast.
-    stored = {k.removeprefix('module.'): v for k, v in checkpoint.state_dict.items()}
-    state_dict = {key: stored.get(key, value) for key, value in model.state_dict().items()}
+    state_dict = {key: checkpoint.state_dict.get(key, value) for key, value in model.state_dict().items()}
     if dtype is not None:
         state_dict = {key: _cast(key, value, dtype) for key, value in state_dict.items()}
     save_weights(output_path, state_dict, config, overwrite=overwrite)

@@ -304,14 +304,11 @@ class _Checker:
     def check_fit(self, net: Any, file: str, label: str, param_key: Optional[str], strict: bool) -> None:
         """Load ``file`` into ``net`` as the model will (``param_key`` falling back like BasicSR)."""
         from hat.archs.hat_arch import HAT
-        from hat.checkpoint import CheckpointError, infer_config, load_weights, read_state_dict
+        from hat.checkpoint import CheckpointError, infer_config, load_weights, read_network
 
         key = f'path.pretrain_network_{label}'
         try:
-            try:
-                state_dict = read_state_dict(file, param_key)
-            except CheckpointError:
-                state_dict = read_state_dict(file)
+            state_dict = read_network(file, param_key).state_dict
         except (CheckpointError, OSError) as error:
             self.add(key, f'{error}')
             return

@@ -64,8 +64,6 @@ def run_checked(module: Any, pipeline: Callable[[str], None], root_path: str) ->
     from hat.experiment_lock import ExperimentLockedError, acquire, lock_path
     from hat.preflight import OptionError, check, debug_requested, find_problems, parse_blockers, read_option_file
 
-    locks: list[Any] = []
-
     with contextlib.ExitStack() as stack:
         stack.enter_context(basicsr_compat.patch_basicsr())
         parse = module.parse_options
@@ -90,15 +88,14 @@ def run_checked(module: Any, pipeline: Callable[[str], None], root_path: str) ->
                 check(opt, is_train, source)
                 if opt['rank'] == 0:
                     kind = 'experiments' if is_train else 'results'
-                    locks.append(acquire(lock_path(root, kind, opt['name']),
-                                         f'{"experiment" if is_train else "test"} {opt["name"]!r}'))
+                    stack.enter_context(acquire(lock_path(root, kind, opt['name']),
+                                                f'{"experiment" if is_train else "test"} {opt["name"]!r}'))
             except (OptionError, ExperimentLockedError) as refused:
                 error = refused
             _agree(opt, error)
             return opt, args
 
         stack.enter_context(replaced(module, 'parse_options', parse_and_check))
-        stack.callback(lambda: [lock.release() for lock in locks])
         stack.enter_context(guarded_datasets(module))  # bad images named, skipped or stopped at (bad_image option)
         pipeline(root_path)
 

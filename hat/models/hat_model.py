@@ -69,15 +69,12 @@ class HATModel(TrainStepMixin, SRModel):
                      param_key: Optional[str] = 'params') -> None:
         """Load ``param_key`` of a .pth or .safetensors file with ``weights_only=True``; a file without that
         network gives its own (BasicSR falls back from params_ema to params the same way)."""
-        from hat.checkpoint import CheckpointError, MissingNetworkError, load_weights, read_checkpoint
+        from hat.checkpoint import CheckpointError, load_weights, read_network
 
         if not os.path.exists(load_path):
             raise FileNotFoundError(f'pretrained network {load_path!r} (path: pretrain_network_g) does not exist; '
                                     'fix the path or remove the option to train from scratch')
-        try:
-            checkpoint = read_checkpoint(load_path, param_key)
-        except MissingNetworkError:
-            checkpoint = read_checkpoint(load_path)
+        checkpoint = read_network(load_path, param_key)
         net = self.get_bare_model(net)
         get_root_logger().info(f'Loading {type(net).__name__} from {checkpoint.path} '
                                f'[{checkpoint.param_key or "the only network"}].')
