@@ -347,13 +347,17 @@ class HAT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Transformer body on a ``(b, embed_dim, h, w)`` map whose sides are multiples of the window."""
+        return self._body(x, self.band_rows(x))
+
+    def _body(self, x: torch.Tensor, band_rows: Optional[int]) -> torch.Tensor:
+        """``forward_features`` with the band height already decided (``band_rows`` walks every module)."""
         h, w = x.shape[-2:]
         inputs = AttentionInputs(
             rpi_sa=self.relative_position_index_SA,
             rpi_oca=self.relative_position_index_OCA,
             shift_masks=self.shift_mask(h, w, x.device, x.dtype),
             compute_dtype=x.dtype,
-            band_rows=self.band_rows(x),
+            band_rows=band_rows,
         )
         x = self.patch_embed(x)
         if self.ape:
@@ -381,16 +385,16 @@ class HAT(nn.Module):
         """The network on an input whose sides are multiples of ``window_size``; output not cropped."""
         mean = self.mean.to(x.dtype).view(1, -1, 1, 1)
         x = (x - mean) * self.img_range
-        if self.band_rows(x) is None:
+        band_rows = self.band_rows(x)
+        if band_rows is None:
             x = self.conv_first(x)
-            x = self.conv_after_body(self.forward_features(x)) + x
+            x = self.conv_after_body(self._body(x, None)) + x
             x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
             return x / self.img_range + mean
         # Memory-bounded inference: the shallow features are not kept through the body for the long
         # skip connection but recomputed after it (a 3-channel conv: negligible work, same values).
-        body = self.conv_after_body(self.forward_features(self.conv_first(x)))
-        body = body.add_(self.conv_first(x)) if isinstance(self.conv_after_body, nn.Conv2d) \
-            else body + self.conv_first(x)
+        # The body's output is a fresh tensor (also through an Identity), so the skip adds in place.
+        body = self.conv_after_body(self._body(self.conv_first(x), band_rows)).add_(self.conv_first(x))
         return self._reconstruct_in_bands(body, mean, head_band_rows(self.band_tokens, body.shape[0], body.shape[-1]))
 
     def _reconstruct_in_bands(self, x: torch.Tensor, mean: torch.Tensor, band_rows: int) -> torch.Tensor:
