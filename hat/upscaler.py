@@ -67,7 +67,7 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
 def choose_precision(precision: Union[str, torch.dtype], device: torch.device) -> str:
     """The precision name to run on ``device``: ``'auto'`` resolved (:func:`hat.precision.auto_precision`),
     others checked; fp16 on CPU and bf16 on GPUs without it are refused with the alternatives."""
-    if isinstance(precision, str) and precision.strip().lower() == 'auto':
+    if _is_auto(precision):
         return auto_precision(device)
     name = precision_name(precision)
     if name == 'fp16' and device.type == 'cpu':
@@ -288,9 +288,14 @@ class Upscaler:
             return self.model(x).float()
 
 
+def _is_auto(precision: Union[str, torch.dtype]) -> bool:
+    """Whether ``precision`` asks for the device's best precision (``'auto'``, any case and spacing)."""
+    return isinstance(precision, str) and precision.strip().lower() == 'auto'
+
+
 def _precision_reason(requested: Union[str, torch.dtype], chosen: str, device: torch.device) -> str:
     """Why ``chosen`` runs on ``device``, in words (for the command line's first line)."""
-    if not (isinstance(requested, str) and requested.strip().lower() == 'auto'):
+    if not _is_auto(requested):
         return 'as requested'
     what = 'this CPU' if device.type == 'cpu' else torch.cuda.get_device_name(device)
     if chosen == 'bf16':
