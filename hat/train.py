@@ -5,8 +5,8 @@ Same flags as BasicSR (``--launcher none|pytorch|slurm``, ``--auto_resume``, ``-
 ``torchrun --nproc_per_node=N hat/train.py -opt ... --launcher pytorch`` (NCCL on GPUs, gloo
 on CPU). Experiments land in ``experiments/<name>`` under the repository root.
 
-Before BasicSR writes anything, the whole option file is checked (``hat.preflight``) and the
-experiment is locked (``hat.experiment_lock``); a refused start prints its problems, one line
+Before BasicSR writes anything, the whole option file is checked (``hat.training.preflight``) and the
+experiment is locked (``hat.training.experiment_lock``); a refused start prints its problems, one line
 each, and leaves the file system as it was. Mistakes print one line, tracebacks only with ``--debug``.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _agree(opt: dict, error: Optional[Exception]) -> None:
     import torch.distributed as dist
 
     if opt.get('dist') and dist.is_available() and dist.is_initialized():
-        from hat.preflight import OptionError
+        from hat.training.preflight import OptionError
 
         messages: list[Optional[str]] = [None] * dist.get_world_size()
         dist.all_gather_object(messages, None if error is None else str(error))
@@ -56,13 +56,20 @@ def run_checked(module: Any, pipeline: Callable[[str], None], root_path: str) ->
     """Run BasicSR's train or test ``pipeline`` with our fixes, pre-flight checks and experiment lock.
 
     Between BasicSR's option parsing and its first write (``load_resume_state``, ``make_exp_dirs``)
-    the options are checked (:func:`hat.preflight.check`) and, on rank 0, the experiment is locked
+    the options are checked (:func:`hat.training.preflight.check`) and, on rank 0, the experiment is locked
     until the pipeline returns.
     """
-    from hat import basicsr_compat
     from hat.data.bad_images import guarded_datasets
-    from hat.experiment_lock import ExperimentLockedError, acquire, lock_path
-    from hat.preflight import OptionError, check, debug_requested, find_problems, parse_blockers, read_option_file
+    from hat.training import basicsr_compat
+    from hat.training.experiment_lock import ExperimentLockedError, acquire, lock_path
+    from hat.training.preflight import (
+        OptionError,
+        check,
+        debug_requested,
+        find_problems,
+        parse_blockers,
+        read_option_file,
+    )
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(basicsr_compat.patch_basicsr())
@@ -102,11 +109,11 @@ def run_checked(module: Any, pipeline: Callable[[str], None], root_path: str) ->
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean a mistake in the options, paths or command line, shown as one line without --debug."""
-    from hat.basicsr_compat import LaunchError
-    from hat.checkpoint import CheckpointError
     from hat.data.bad_images import BadImageError
-    from hat.experiment_lock import ExperimentLockedError
-    from hat.preflight import OptionError
+    from hat.training.basicsr_compat import LaunchError
+    from hat.training.experiment_lock import ExperimentLockedError
+    from hat.training.preflight import OptionError
+    from hat.weights.checkpoint import CheckpointError
 
     return (OptionError, ExperimentLockedError, CheckpointError, LaunchError, BadImageError, FileNotFoundError,
             NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
@@ -114,8 +121,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def run_command(script: str, module: Any, pipeline: Callable[[str], None], root_path: str) -> None:
     """``run_checked`` for a command line: user mistakes print as one line (all lines of a refusal) and exit 2 or 1."""
-    from hat.experiment_lock import ExperimentLockedError
-    from hat.preflight import OptionError, debug_requested
+    from hat.training.experiment_lock import ExperimentLockedError
+    from hat.training.preflight import OptionError, debug_requested
 
     try:
         run_checked(module, pipeline, root_path)

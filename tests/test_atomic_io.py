@@ -1,4 +1,4 @@
-"""hat.atomic_io: all-or-nothing writes with the umask's mode, no silent overwrite, stale temp files removed."""
+"""hat.weights.atomic_io: all-or-nothing writes with the umask's mode, no silent overwrite, stale temp files removed."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_hat_model import model_options
 
-from hat.atomic_io import OutputExistsError, atomic_torch_save, atomic_write_text, remove_stale_temp_files
 from hat.models.hat_model import HATModel
+from hat.weights.atomic_io import OutputExistsError, atomic_torch_save, atomic_write_text, remove_stale_temp_files
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from test_train_support import command, subprocess_env, tiny_options, train_log,
 from test_train_switches import build, forward_batch_sizes, photo_batch, train_steps
 from torch.nn.parallel import DistributedDataParallel
 
-from hat import basicsr_compat
-from hat.basicsr_compat import init_dist, normalise_local_rank
+from hat.training import basicsr_compat
+from hat.training.basicsr_compat import init_dist, normalise_local_rank
 
 
 def torchrun(tmp_path, opt: dict) -> dict[int, str]:

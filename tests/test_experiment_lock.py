@@ -14,7 +14,7 @@ import pytest
 from original_options import make_original_layout, original_train_yaml
 from test_train_support import command, subprocess_env
 
-from hat.experiment_lock import ExperimentLockedError, acquire, lock_path
+from hat.training.experiment_lock import ExperimentLockedError, acquire, lock_path
 
 
 def dead_pid() -> int:

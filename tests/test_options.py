@@ -167,7 +167,7 @@ def test_test_file_matches_published_checkpoint(stem):
 def test_option_file_passes_the_pre_flight_checks(path, monkeypatch):
     """Our own files are not refused by hat/train.py's and hat/test.py's checks (published weights aside; a file
     made for one GPU, `num_gpu: 1`, is refused exactly where there is no GPU)."""
-    from hat.preflight import find_problems
+    from hat.training.preflight import find_problems
 
     monkeypatch.chdir(REPO_ROOT)
     with skipped_random_init():

@@ -22,7 +22,7 @@ from original_options import (
 )
 from test_train_support import command, subprocess_env
 
-from hat.preflight import OptionError, check, find_problems
+from hat.training.preflight import OptionError, check, find_problems
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason='refusing num_gpu: 1 needs a machine without CUDA')
 

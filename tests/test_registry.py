@@ -50,7 +50,7 @@ def test_import_hat_leaves_basicsr_functions_alone(tmp_path):
 
 def test_patch_basicsr_installs_the_workarounds_and_restores_them(tmp_path):
     code = ORIGINALS + (
-        'from hat.basicsr_compat import load_resume_state, patch_basicsr\n'
+        'from hat.training.basicsr_compat import load_resume_state, patch_basicsr\n'
         'with patch_basicsr():\n'
         '    inside = own()\n'
         '    ours = basicsr.train.load_resume_state is load_resume_state\n'

@@ -12,7 +12,7 @@ import torch
 from test_train_support import command, run, subprocess_env, tiny_options, write_options, write_photos
 
 from hat import HAT
-from hat.basicsr_compat import load_resume_state, newest_valid_state
+from hat.training.basicsr_compat import load_resume_state, newest_valid_state
 
 TOTAL_ITER = 60
 

@@ -1,7 +1,7 @@
 """Which files are images, and listing dataset images (folder, meta_info file or LMDB) with clear errors.
 
 The one home of :data:`IMAGE_EXTENSIONS`: training data (basicsr decodes it with OpenCV) and
-``hat-upscale`` (``hat.image_io``, also OpenCV) read the same formats.
+``hat-upscale`` (``hat.inference.image_io``, also OpenCV) read the same formats.
 """
 from __future__ import annotations
 

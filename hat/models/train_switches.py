@@ -22,11 +22,11 @@ from typing import Iterator, Optional
 
 import torch
 
-from hat.precision import parse_precision
+from hat.inference.precision import parse_precision
 
 
 def _amp_dtype(value) -> torch.dtype:
-    """The autocast dtype named by ``train: amp_dtype`` (the names of hat.precision; fp32 is no mixed precision)."""
+    """The autocast dtype named by ``train: amp_dtype`` (hat.inference.precision names; fp32: no mixed precision)."""
     try:
         dtype = parse_precision(value)
     except ValueError:

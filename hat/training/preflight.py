@@ -304,7 +304,7 @@ class _Checker:
     def check_fit(self, net: Any, file: str, label: str, param_key: Optional[str], strict: bool) -> None:
         """Load ``file`` into ``net`` as the model will (``param_key`` falling back like BasicSR)."""
         from hat.archs.hat_arch import HAT
-        from hat.checkpoint import CheckpointError, infer_config, load_weights, read_network
+        from hat.weights.checkpoint import CheckpointError, infer_config, load_weights, read_network
 
         key = f'path.pretrain_network_{label}'
         try:
@@ -398,8 +398,8 @@ class _Checker:
 
     def check_switches(self) -> None:
         """The training switches (accum_iter, grad_clip, ema_power, use_amp, amp_dtype) and the network file format."""
-        from hat.checkpoint import network_format
         from hat.models.train_switches import check_train_switches
+        from hat.weights.checkpoint import network_format
 
         for check in (check_train_switches, network_format):
             try:

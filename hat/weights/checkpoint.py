@@ -7,7 +7,7 @@ Two file formats are read, recognised by their content rather than their name:
 - ``.safetensors``: one network's tensors (what model zoos, chaiNNer and ComfyUI share), with
   the HAT config in its metadata when ``hat`` wrote it, so the variant needs no guessing.
 
-Files ``hat`` writes (``save_weights``, ``python -m hat.convert``, training with
+Files ``hat`` writes (``save_weights``, ``python -m hat.weights.convert``, training with
 ``path: {network_format: safetensors}``) load in BasicSR, the original release and spandrel.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
-from hat.atomic_io import atomic_torch_save, atomic_write_bytes
+from hat.weights.atomic_io import atomic_torch_save, atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
 PathLike = Union[str, os.PathLike]
@@ -260,7 +260,7 @@ def _checked_config(config: Any, path: str) -> Optional[dict[str, Any]]:
     if not isinstance(config, Mapping) or not set(config) <= known:
         extra = sorted(set(config) - known) if isinstance(config, Mapping) else type(config).__name__
         raise CheckpointError(f'{path!r} records a {CONFIG_KEY!r} that is not a HAT config ({extra}); '
-                              'convert the weights again with python -m hat.convert')
+                              'convert the weights again with python -m hat.weights.convert')
     return dict(config)
 
 

@@ -55,7 +55,7 @@ def install_functional_tensor_shim() -> None:
     from torchvision.transforms import functional
 
     shim = types.ModuleType(name)
-    shim.__doc__ = 'Stand-in registered by hat.basicsr_compat for basicsr 1.4.2.'
+    shim.__doc__ = 'Stand-in registered by hat.training.basicsr_compat for basicsr 1.4.2.'
     shim.rgb_to_grayscale = functional.rgb_to_grayscale
     sys.modules[name] = shim
 
@@ -181,7 +181,7 @@ def newest_valid_state(opt: dict) -> Optional[str]:
     labels = [key[len('network_'):] for key in opt if key.startswith('network_') and key not in ignored]
     iters = sorted((int(name[:-len('.state')]) for name in os.listdir(states_dir)
                     if re.fullmatch(r'\d+\.state', name)), reverse=True)
-    from hat.checkpoint import network_files, readable
+    from hat.weights.checkpoint import network_files, readable
 
     for it in iters:
         path = os.path.join(states_dir, f'{it}.state')
@@ -195,8 +195,8 @@ def newest_valid_state(opt: dict) -> Optional[str]:
 
 
 def remove_partial_checkpoints(opt: dict) -> None:
-    """Delete the temp files of checkpoint writes cut short by a crash (see ``hat.atomic_io``)."""
-    from hat.atomic_io import remove_stale_temp_files
+    """Delete the temp files of checkpoint writes cut short by a crash (see ``hat.weights.atomic_io``)."""
+    from hat.weights.atomic_io import remove_stale_temp_files
 
     for folder in (opt['path']['models'], opt['path']['training_states']):
         for name in remove_stale_temp_files(folder, ('.pth', '.state', '.safetensors')):
@@ -228,7 +228,7 @@ def load_resume_state(opt: dict) -> Optional[dict]:
 
 def _prefer_existing_network_files(opt: dict, it: int) -> None:
     """check_resume points ``pretrain_network_*`` at ``net_*_<iter>.pth``; take the .safetensors that exists instead."""
-    from hat.checkpoint import find_network_file
+    from hat.weights.checkpoint import find_network_file
 
     for key, path in opt['path'].items():
         if key.startswith('pretrain_network_') and path and not os.path.isfile(path):
@@ -274,8 +274,8 @@ def patch_basicsr() -> BasicsrPatch:
     ``hat/train.py`` and ``hat/test.py`` do this for their run only. Scripts that call
     ``basicsr.train.train_pipeline`` themselves call it first, for the rest of the process::
 
-        hat.basicsr_compat.patch_basicsr()
+        hat.training.basicsr_compat.patch_basicsr()
 
-    or for one block: ``with hat.basicsr_compat.patch_basicsr(): train_pipeline(root)``.
+    or for one block: ``with hat.training.basicsr_compat.patch_basicsr(): train_pipeline(root)``.
     """
     return BasicsrPatch()
