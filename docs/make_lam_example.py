@@ -4,11 +4,12 @@ Both are x2 networks of the same width, depth, heads and window (embed 24, 2 gro
 3 heads, window 8), trained from the same seed on the same random 32x32 crops of the bundled
 photos in ``demo/photos/train`` (LR made with PIL's bicubic, as LAM makes its inputs) with the
 recipe of ``options/train/HAT-tiny_SRx2_demo.yml``: L1 loss, batch 16, Adam 2e-3 (betas 0.9,
-0.99), learning rate x0.3 at 60 % and 80 % of the iterations. SwinIR comes from BasicSR's registry through an option file, as a user's
-would. Then ``hat-lam`` compares them on the held-out ``demo/photos/val/chelsea.png`` (LAM figure
-and per-group feature maps) and prints each network's validation PSNR against bicubic.
+0.99), learning rate x0.3 at 60 % and 80 % of the iterations. SwinIR comes from BasicSR's
+registry through an option file, as a user's would. Then ``hat-lam`` compares them on the
+held-out ``demo/photos/val/chelsea.png`` (LAM figure and per-group feature maps) and prints each
+network's validation PSNR against bicubic.
 
-    python docs/make_lam_example.py                      # writes docs/images/lam_*.png
+    python docs/make_lam_example.py                      # writes into docs/images/
     python docs/make_lam_example.py --iterations 200 --out /tmp/lam_example
 """
 from __future__ import annotations
