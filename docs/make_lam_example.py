@@ -9,7 +9,7 @@ registry through an option file, as a user's would. Then ``hat-lam`` compares th
 held-out ``demo/photos/val/chelsea.png`` (LAM figure and per-group feature maps) and prints each
 network's validation PSNR against bicubic.
 
-    python docs/make_lam_example.py                      # writes into docs/images/
+    python docs/make_lam_example.py                      # writes into docs/images/lam_example/
     python docs/make_lam_example.py --iterations 200 --out /tmp/lam_example
 """
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--iterations', type=int, default=1000)
     parser.add_argument('--fold', default='50')
-    parser.add_argument('--out', default=str(ROOT / 'docs' / 'images'))
+    parser.add_argument('--out', default=str(ROOT / 'docs' / 'images' / 'lam_example'))
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
