@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from hat.archs.banded import BAND_TOKENS
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
 from hat.atomic_io import atomic_torch_save, atomic_write_bytes
@@ -503,9 +504,11 @@ def load_hat(
     source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
     device: Union[str, torch.device] = 'cpu',
     param_key: Optional[str] = None,
+    band_tokens: Optional[int] = BAND_TOKENS,
     **overrides: Any,
 ) -> HAT:
-    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode.
+    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode,
+    set for banded inference in ``band_tokens``-pixel bands (``HAT.set_banded``; None: whole image, gradients).
 
     The HAT config comes from the file where ``hat`` recorded it, else from the weights' shapes.
     ``overrides`` replace it, e.g. ``img_range=255.`` or ``conv_scale=...`` for checkpoints
@@ -517,10 +520,12 @@ def load_hat(
         checkpoint = read_checkpoint(source, param_key)
         state_dict, recorded, where = checkpoint.state_dict, checkpoint.config, checkpoint.path
     if recorded is None:
-        return load_weights(HAT(**{**infer_config(state_dict), **overrides}), state_dict).eval().to(device)
-    try:
-        model = load_weights(HAT(**{**recorded, **overrides}), state_dict)
-    except (CheckpointError, TypeError, ValueError) as error:
-        raise CheckpointError(f'the HAT config recorded in {where!r} ({CONFIG_KEY}) does not fit its weights: '
-                              f'{error}') from error
+        model = load_weights(HAT(**{**infer_config(state_dict), **overrides}), state_dict)
+    else:
+        try:
+            model = load_weights(HAT(**{**recorded, **overrides}), state_dict)
+        except (CheckpointError, TypeError, ValueError) as error:
+            raise CheckpointError(f'the HAT config recorded in {where!r} ({CONFIG_KEY}) does not fit its weights: '
+                                  f'{error}') from error
+    model.set_banded(band_tokens)
     return model.eval().to(device)
