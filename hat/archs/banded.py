@@ -119,10 +119,10 @@ def forward_padded_in_bands(model: HAT, x: torch.Tensor, band_tokens: int) -> to
 def features_in_bands(model: HAT, x: torch.Tensor, rows: int) -> torch.Tensor:
     """``model.forward_features(x)`` with every block in bands of ``rows`` pixel rows."""
     ctx, x_size = model.attention_inputs(x), tuple(x.shape[-2:])
-    tokens = model.embed(x)
+    x = model.embed(x)  # rebinding x frees the shallow features (the caller recomputes them)
     for layer in model.layers:
-        tokens = group_in_bands(layer, tokens, x_size, ctx, rows)
-    return model.unembed(tokens, x_size, ctx.dtype)
+        x = group_in_bands(layer, x, x_size, ctx, rows)
+    return model.unembed(x, x_size, ctx.dtype)
 
 
 def group_in_bands(rhag: RHAG, x: torch.Tensor, x_size: tuple[int, int], ctx: AttentionInputs,

@@ -608,7 +608,7 @@ class HAT(nn.Module):
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(p=drop_rate)
         shift_size = 0 if min(patches) <= window_size else window_size // 2  # no shift if a patch is one window
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.layers = nn.ModuleList([
             RHAG(embed_dim, resi_connection, depth=depth, num_heads=heads, window_size=window_size,
                  shift_size=shift_size, compress_ratio=compress_ratio, squeeze_factor=squeeze_factor,
