@@ -16,3 +16,11 @@ def shifted_window_mask(h: int, w: int, window_size: int, shift_size: int, dtype
     ids = window_partition(ids, window_size).view(-1, window_size * window_size)
     different = ids[:, None, :] != ids[:, :, None]
     return torch.zeros(different.shape, dtype=dtype).masked_fill_(different, SHIFT_MASK_VALUE)
+
+
+#: Parameter counts of the published layouts (from the original implementation).
+PUBLISHED_NUM_PARAMS: dict[str, int] = {
+    'HAT-S_SRx2': 9_473_471, 'HAT-S_SRx3': 9_658_111, 'HAT-S_SRx4': 9_621_183,
+    'HAT_SRx2': 20_624_795, 'HAT_SRx3': 20_809_435, 'HAT_SRx4': 20_772_507,
+    'HAT-L_SRx2': 40_698_863, 'HAT-L_SRx3': 40_883_503, 'HAT-L_SRx4': 40_846_575,
+}
