@@ -23,7 +23,6 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from hat.archs.banded import BAND_TOKENS
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
 from hat.atomic_io import atomic_torch_save, atomic_write_bytes
@@ -504,11 +503,11 @@ def load_hat(
     source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
     device: Union[str, torch.device] = 'cpu',
     param_key: Optional[str] = None,
-    band_tokens: Optional[int] = BAND_TOKENS,
+    band_tokens: Optional[int] = None,
     **overrides: Any,
 ) -> HAT:
-    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode,
-    set for banded inference in ``band_tokens``-pixel bands (``HAT.set_banded``; None: whole image, gradients).
+    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode;
+    ``band_tokens`` (e.g. ``hat.archs.banded.BAND_TOKENS``) sets memory-bounded inference (``HAT.set_banded``).
 
     The HAT config comes from the file where ``hat`` recorded it, else from the weights' shapes.
     ``overrides`` replace it, e.g. ``img_range=255.`` or ``conv_scale=...`` for checkpoints

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import yaml
 
-from hat.archs.banded import BAND_TOKENS
+from hat.archs.banded import banded_view
 from hat.checkpoint import load_hat
 from hat.memory_budget import bytes_per_float, largest_tile, memory_budget, tile_bytes
 from hat.precision import PRECISIONS, auto_precision, precision_name
@@ -142,10 +142,10 @@ class Upscaler:
         self.tile_pad = tile_pad
         self.tta = tta
         if isinstance(checkpoint, torch.nn.Module):
-            self.model = checkpoint.eval().to(self.device)
+            model = checkpoint.eval().to(self.device)
         else:
-            self.model = load_hat(checkpoint, device=self.device, **network_options(config))
-        self.model.set_banded(BAND_TOKENS)  # memory-bounded inference (hat.archs.banded), what memory_budget plans
+            model = load_hat(checkpoint, device=self.device, **network_options(config))
+        self.model = banded_view(model)  # memory-bounded inference (hat.archs.banded), as memory_budget plans it
         self.scale = int(self.model.upscale)
         self.window_size = int(self.model.window_size)
         self.in_chans = int(self.model.in_chans)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hat import HAT
-from hat.archs.banded import banded_inference, bands, body_band_rows, head_band_rows
+from hat.archs.banded import banded_inference, banded_view, bands, body_band_rows, head_band_rows
 from tests.conftest import REFERENCE_DIR, TINY_CONFIG, sample_photo, to_tensor
 
 CASES = sorted((REFERENCE_DIR / 'parity').glob('*.pt'))
@@ -103,3 +103,14 @@ def test_environment_switch_selects_explicit_path(monkeypatch):
     monkeypatch.setenv('HAT_FUSED_ATTN', '1')
     model = HAT(embed_dim=12, depths=[1], num_heads=[2], window_size=8, squeeze_factor=4)
     assert {m.fused_attn for m in model.modules() if hasattr(m, 'fused_attn')} == {True}
+
+
+def test_banded_view_shares_the_weights_and_leaves_the_model_alone():
+    model = HAT(**TINY_CONFIG).eval()
+    view = banded_view(model, 1)
+    assert model.band_tokens is None and view.band_tokens == 1
+    assert view.conv_first.weight is model.conv_first.weight
+    x = torch.rand(1, 3, 24, 16)
+    with torch.no_grad():
+        model.conv_last.bias.add_(1.0)  # a change to the model's weights is the view's too
+        assert torch.allclose(view(x), model(x), atol=1e-5)

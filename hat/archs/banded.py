@@ -9,6 +9,7 @@ runs in bands of rows into one preallocated output. docs/architecture.md explain
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional
 
 import torch
@@ -65,6 +66,16 @@ def banded_inference(model: HAT, band_tokens: Optional[int] = BAND_TOKENS) -> It
         yield model
     finally:
         model.set_banded(previous)
+
+
+def banded_view(model: torch.nn.Module, band_tokens: int = BAND_TOKENS) -> torch.nn.Module:
+    """A shallow copy of ``model`` sharing its modules and weights, set for banded inference, so the
+    caller's model keeps its own mode; other modules are returned as they are."""
+    if not hasattr(model, 'set_banded'):
+        return model
+    view = copy.copy(model)
+    view.set_banded(band_tokens)
+    return view
 
 
 def body_band_rows(band_tokens: int, batch: int, width: int, window_size: int) -> int:
