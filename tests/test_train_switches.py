@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 
 import pytest
@@ -178,7 +179,13 @@ def test_ema_warm_up_follows_the_network_in_short_runs(tmp_path, batch):
     (dict(use_amp=True, amp_dtype='int8'), "amp_dtype 'int8' is not supported"),
 ])
 def test_bad_switches_are_refused_naming_the_option(tmp_path, train, message):
-    with pytest.raises(ValueError, match=message):
-        check_train_switches(options(tmp_path, **train))
+    (problem,) = check_train_switches(options(tmp_path, **train))
+    assert problem.key == 'train' and re.search(message, problem.text), problem
     with pytest.raises(ValueError, match=message):
         HATModel(options(tmp_path, **train))
+
+
+def test_every_bad_switch_is_reported_at_once(tmp_path):
+    problems = check_train_switches(options(tmp_path, accum_iter=0, grad_clip=-1.0, use_amp='yes', amp_dtype='int8'))
+    assert [p.text.split()[0] for p in problems] == ['use_amp', 'amp_dtype', 'accum_iter', 'grad_clip'], problems
+    assert check_train_switches(options(tmp_path, accum_iter=2, grad_clip=1.0, use_amp=True)) == []

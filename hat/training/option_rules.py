@@ -210,7 +210,7 @@ def verdict(rule: Rule, value: Any, required: bool) -> Optional[str]:
             return f'{show(value)}; {rule.fix or name_it}'
         if rule.kind == 'text' or lookup(rule.what, value) is not None:
             return None
-        known = sorted(k for k in registry(rule.what).keys() if not k.endswith('_basicsr'))
+        known = sorted(k for k, _ in registry(rule.what) if not k.endswith('_basicsr'))  # a Registry iterates items
         return f'{value!r} is not a known {rule.what}; use one of {known}'
     if (rule.kind in ('section', 'count', 'int', 'number') and number_text(value)) or value in rule.also:
         return None
