@@ -82,11 +82,13 @@ def check_paired_dataset(ds: dict, name: str) -> int:
     return len(gt_names)
 
 
-def _size(ds: dict, label: str, dataset_class: Optional[type]) -> Optional[int]:
+def _size(ds: dict, label: str) -> Optional[int]:
     """How many images the dataset has (None if it names no data to count); raises naming what is wrong."""
-    if ds.get('type') in REAL_ESRGAN_TYPES or (ds.get('type') in HR_ONLY_TYPES and dataset_class is not None):
+    from basicsr.utils.registry import DATASET_REGISTRY
+
+    if ds.get('type') in REAL_ESRGAN_TYPES + HR_ONLY_TYPES:
         try:
-            return len(gt_paths(ds) if ds['type'] in REAL_ESRGAN_TYPES else dataset_class(dict(ds)))
+            return len(gt_paths(ds) if ds['type'] in REAL_ESRGAN_TYPES else DATASET_REGISTRY.get(ds['type'])(dict(ds)))
         except (OSError, ValueError) as error:
             raise ValueError(f'{label}: {error}') from error
     if ds.get('dataroot_gt') and ds.get('dataroot_lq') and ds.get('scale'):
@@ -97,7 +99,16 @@ def _size(ds: dict, label: str, dataset_class: Optional[type]) -> Optional[int]:
     return None
 
 
-def check_dataset(ds: dict, label: str, dataset_class: Optional[type], world_size: int) -> list[Problem]:
+def _undecodable(ds: dict, label: str) -> list[Problem]:
+    """Decode every image of a (validation or test) dataset: a bad one stops the run before it starts."""
+    dataset = make_dataset(ds)
+    bad = file_problems(dataset, dataset_files(dataset))
+    shown = '; '.join(f'{file} {problem}' for file, problem in bad[:SHOWN])
+    return [Problem('datasets', f'{label}: {len(bad)} of its images cannot be used: {shown}. Replace or remove them '
+                                '(validation and test sets are never skipped over)')] if bad else []
+
+
+def check_dataset(ds: dict, label: str, world_size: int) -> list[Problem]:
     """Every problem of one dataset section (after BasicSR filled in ``phase`` and ``scale``); ``label`` names it."""
     scale, problems = ds.get('scale'), []
     try:
@@ -108,42 +119,22 @@ def check_dataset(ds: dict, label: str, dataset_class: Optional[type], world_siz
             ds.get('type') not in REAL_ESRGAN_TYPES):
         return problems + [Problem('datasets', f'{label}: gt_size {ds["gt_size"]} is not a multiple of scale {scale}')]
     try:
-        size = _size(ds, label, dataset_class)
-        if size is not None and ds.get('phase') == 'train' and ds.get('batch_size_per_gpu'):
-            check_batches(ds, label, size, world_size)
-        if not problems and ds.get('phase') in ('val', 'test'):
-            check_images_decode(ds, label)
+        size = _size(ds, label)
+        problems += _undecodable(ds, label) if not problems and ds.get('phase') in ('val', 'test') else []
     except (OSError, ValueError) as error:
-        problems.append(Problem('datasets', str(error)))
+        return problems + [Problem('datasets', str(error))]
+    # BasicSR drops incomplete batches: a training set too small for one batch per process trains nothing
+    ratio, batch = ds.get('dataset_enlarge_ratio', 1), ds.get('batch_size_per_gpu')
+    per_process = math.ceil(size * ratio / world_size) if size is not None else None
+    if ds.get('phase') == 'train' and batch and per_process is not None and per_process < batch:
+        problems.append(Problem('datasets', f'{label}: {size} images x dataset_enlarge_ratio {ratio} over '
+                                            f'{world_size} process(es) give {per_process} per process, fewer than '
+                                            f'batch_size_per_gpu {batch}: not one batch would be trained; raise '
+                                            'dataset_enlarge_ratio'))
     return problems
-
-
-def check_batches(ds: dict, label: str, size: int, world_size: int) -> None:
-    """BasicSR drops incomplete batches: a training set too small for one batch per process trains nothing."""
-    ratio = ds.get('dataset_enlarge_ratio', 1)
-    per_process = math.ceil(size * ratio / world_size)
-    if per_process < ds['batch_size_per_gpu']:
-        raise ValueError(f'{label}: {size} images x dataset_enlarge_ratio {ratio} over {world_size} process(es) give '
-                         f'{per_process} per process, fewer than batch_size_per_gpu {ds["batch_size_per_gpu"]}: '
-                         'not one batch would be trained; raise dataset_enlarge_ratio')
-
-
-def check_images_decode(ds: dict, label: str) -> None:
-    """Decode every image of a (validation or test) dataset: a bad one stops the run before it starts."""
-    dataset = make_dataset(ds)
-    bad = file_problems(dataset, dataset_files(dataset))
-    if bad:
-        shown = '; '.join(f'{file} {problem}' for file, problem in bad[:SHOWN])
-        raise ValueError(f'{label}: {len(bad)} of its images cannot be used: {shown}. Replace or remove them '
-                         '(validation and test sets are never skipped over)')
 
 
 def dataset_problems(opt: dict) -> list[Problem]:
-    """Every problem of every dataset section, validation and test images decoded, each a ``datasets`` problem."""
-    from basicsr.utils.registry import DATASET_REGISTRY
-
-    problems = []
-    for phase, ds in opt.get('datasets', {}).items():
-        cls = DATASET_REGISTRY.get(ds['type']) if ds.get('type') in HR_ONLY_TYPES else None
-        problems += check_dataset(ds, f'{phase} ({ds.get("name", "unnamed")})', cls, opt.get('world_size', 1))
-    return problems
+    """Every problem of every dataset section (validation and test images decoded), each a ``datasets`` problem."""
+    return [problem for phase, ds in opt.get('datasets', {}).items()
+            for problem in check_dataset(ds, f'{phase} ({ds.get("name", "unnamed")})', opt.get('world_size', 1))]

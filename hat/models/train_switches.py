@@ -107,12 +107,3 @@ class TrainSwitches:
             if chunks[0].shape[0]:
                 yield chunks[0].shape[0] / size, chunks
 
-
-def check_train_switches(opt: dict) -> list[Problem]:
-    """Every problem of the training switches, found before anything is written (pre-flight of ``hat/train.py``)."""
-    try:
-        if opt.get('is_train', True) and opt.get('train'):
-            TrainSwitches.from_options(opt)
-    except ProblemsError as error:
-        return error.problems
-    return []

@@ -1,10 +1,8 @@
 """The option file's keys as one table of rules (key, kind, bounds, required, the fix to print), and its engine.
 
-A rule's key is dotted; a segment may be a glob (``datasets.*.type``, ``train.optim_*``). The
-first rule that reaches a key decides it, so a specific rule placed before a glob overrides it.
-A rule looks only inside sections that are mappings: a missing or malformed section is the
-problem of its own rule. What a table cannot say (devices, networks that must build, weights
-that must fit) lives in :mod:`hat.training.preflight` as domain checks.
+Keys are dotted, a segment may be a glob (``datasets.*.type``); the first rule that reaches a key
+decides it, so a specific rule before a glob overrides it. Rules look only inside mappings: a
+malformed section is its own rule's problem. What a table cannot say is in :mod:`hat.training.preflight`.
 """
 from __future__ import annotations
 
@@ -32,15 +30,11 @@ REGISTRIES = {'model': 'MODEL_REGISTRY', 'dataset': 'DATASET_REGISTRY', 'network
 
 @dataclass(frozen=True)
 class Rule:
-    """What the value at ``key`` must be.
-
-    kind: ``section`` (a mapping), ``count`` (a whole number, ``5e3`` floats included), ``int``
-    (an integer), ``number``, ``bool``, ``choice`` (one of ``choices``), ``text`` (a non-empty
-    string) or ``class`` (a name in BasicSR's ``what`` registry). ``low``/``high`` bound counts
-    (``>= low``) and numbers (strictly between); ``also`` lists values accepted besides.
-    ``required``: True, or the phase (``train``/``test``) that needs it; ``when``: the phase the
-    rule applies to. ``fix`` ends the line of a wrong value, ``missing`` (default ``fix``) that
-    of a missing one; ``expected`` replaces the generated "is not ..." phrase.
+    """What the value at ``key`` must be: a ``section`` (mapping), ``count`` (whole number, ``5e3`` included),
+    ``int``, ``number`` (``low`` < x < ``high``), ``bool``, ``choice``, ``text`` (non-empty) or ``class`` (registered
+    in BasicSR's ``what`` registry); ``also``: values accepted besides. ``required``: True or the phase that needs it;
+    ``when``: the only phase it applies to. ``fix`` ends a wrong value's line (``expected``: the phrase after the value,
+    "is not ..." by default) and ``missing`` a missing one's.
     """
 
     key: str
@@ -58,6 +52,11 @@ class Rule:
 
 
 RULES = (
+    Rule('num_gpu', 'int', low=0, also=('auto',), required=True, expected='is neither a number of GPUs nor auto',
+         fix='write `num_gpu: auto` or `num_gpu: 0` for the CPU',
+         missing='add `num_gpu: auto` (every visible GPU, else the CPU) or `num_gpu: 0` (CPU)'),
+    Rule('name', 'text', required=True, expected='is not a name',
+         fix='add `name: <experiment name>`, the folder under experiments/ (training) or results/ (testing)'),
     Rule('model_type', 'class', what='model', required=True, missing='add `model_type: HATModel`'),
     Rule('scale', 'int', low=1, required=True, fix='write e.g. `scale: 4`',
          missing='add the upscaling factor, e.g. `scale: 4`'),
@@ -67,9 +66,9 @@ RULES = (
     Rule('tile.tile_pad', 'count', low=0),
     Rule('datasets', 'section', required=True,
          fix='add a `datasets:` section (`train:` and `val:` for training, `test_1:` ... for testing)'),
-    Rule('datasets.train', 'section', required=True, when='train', expected='a dataset section',
+    Rule('datasets.train', 'section', required=True, when='train', expected='is not a dataset section',
          fix='write its `name`, `type`, data paths and `io_backend`', missing='training needs a `train:` dataset'),
-    Rule('datasets.*', 'section', required=True, expected='a dataset section',
+    Rule('datasets.*', 'section', required=True, expected='is not a dataset section',
          fix='write its `name`, `type`, data paths and `io_backend`'),
     Rule('datasets.*.type', 'class', what='dataset', required=True),
     Rule('datasets.*.name', 'text', required=True, fix='add `name: <dataset name>` (used in logs and result folders)'),
@@ -81,7 +80,7 @@ RULES = (
     Rule('datasets.train.gt_size', 'count', low=1),
     Rule('datasets.train.dataset_enlarge_ratio', 'number', low=0),
     *(Rule(f'datasets.train.{flag}', 'bool') for flag in ('use_hflip', 'use_rot', 'use_shuffle')),
-    Rule('datasets.train.prefetch_mode', 'choice', choices=('cpu', 'cuda'), expected='~, cpu or cuda',
+    Rule('datasets.train.prefetch_mode', 'choice', choices=('cpu', 'cuda'), expected='is not ~, cpu or cuda',
          fix='write `prefetch_mode: ~`'),
     Rule('network_g', 'section', required=True, fix='write the network section (`type: HAT`, ...)',
          missing='add the network section (`type: HAT`, `upscale: <scale>`, ... as in options/train/HAT_SRx4.yml)'),
@@ -116,7 +115,7 @@ RULES = (
     Rule('val.save_img', 'bool'),
     Rule('val.tb_images', 'count', low=0, fix='write how many validation images TensorBoard shows, 0 for none'),
     Rule('val.metrics', 'section', fix='write `metrics: {psnr: {type: calculate_psnr, crop_border: 4}}` or remove it'),
-    Rule('val.metrics.*', 'section', required=True, expected='a metric section',
+    Rule('val.metrics.*', 'section', required=True, expected='is not a metric section',
          fix='write `{type: calculate_psnr, crop_border: 4}`'),
     Rule('val.metrics.*.type', 'class', what='metric', required=True),
     Rule('val.metrics.*.crop_border', 'count', low=0),
@@ -141,6 +140,7 @@ def number_text(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
+    """An int or float that is not a bool (YAML's true is not a count)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -159,31 +159,17 @@ def lookup(what: str, name: Any) -> Any:
     return next((found.get(key) for key in (name, f'{name}_basicsr') if key in found), None)
 
 
-def _text_of_number(key: str, value: str) -> Problem:
-    mantissa, _, exponent = value.strip().lower().partition('e')
-    written = f'{mantissa}.0e{exponent}' if exponent and '.' not in mantissa else value.strip()
-    return Problem(key, f'{value!r} is text, not a number (YAML reads a float only with a dot, or a quoted number as '
-                        f'text); write {written}')
-
-
 def numbers_as_text(value: Any, key: str = '') -> Iterator[Problem]:
     """Strings that read as numbers anywhere except under names and paths (``lr: 2e-4`` is text to YAML 1.1)."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not TEXT_KEYS.search(str(k)):
-                yield from numbers_as_text(v, f'{key}.{k}' if key else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from numbers_as_text(v, f'{key}[{i}]')
+    if isinstance(value, (dict, list)):
+        for k, v in value.items() if isinstance(value, dict) else enumerate(value):
+            if isinstance(value, list) or not TEXT_KEYS.search(str(k)):
+                yield from numbers_as_text(v, f'{key}[{k}]' if isinstance(value, list) else f'{key}.{k}'.lstrip('.'))
     elif number_text(value):
-        yield _text_of_number(key, value)
-
-
-def _bounds(rule: Rule) -> str:
-    """The "is not ..." phrase of a count, integer or number rule."""
-    if rule.kind == 'number':
-        return f'a number above {rule.low}' + (f' and below {rule.high}' if rule.high is not None else '')
-    return 'a whole number' + (f' >= {rule.low}' if rule.low is not None else '')
+        mantissa, _, exponent = value.strip().lower().partition('e')
+        written = f'{mantissa}.0e{exponent}' if exponent and '.' not in mantissa else value.strip()
+        yield Problem(key, f'{value!r} is text, not a number (YAML reads a float only with a dot, or a quoted number '
+                           f'as text); write {written}')
 
 
 def _fits(rule: Rule, value: Any) -> bool:
@@ -206,8 +192,8 @@ def verdict(rule: Rule, value: Any, required: bool) -> Optional[str]:
     if value is None:
         return f'missing; {rule.missing or rule.fix or name_it}' if required else None
     if rule.kind in ('class', 'text'):
-        if not isinstance(value, str) or not value:
-            return f'{show(value)}; {rule.fix or name_it}'
+        if not isinstance(value, str) or not value.strip():
+            return ' '.join(filter(None, (show(value), rule.expected))) + f'; {rule.fix or name_it}'
         if rule.kind == 'text' or lookup(rule.what, value) is not None:
             return None
         known = sorted(k for k, _ in registry(rule.what) if not k.endswith('_basicsr'))  # a Registry iterates items
@@ -216,11 +202,13 @@ def verdict(rule: Rule, value: Any, required: bool) -> Optional[str]:
         return None
     if _fits(rule, value):
         return None
-    expected = rule.expected or {'section': 'a section of options', 'bool': 'true or false',
-                                 'choice': f'one of {list(rule.choices)}'}.get(rule.kind) or _bounds(rule)
+    expected = rule.expected or 'is not ' + {
+        'section': 'a section of options', 'bool': 'true or false', 'choice': f'one of {list(rule.choices)}',
+        'number': f'a number above {rule.low}' + (f' and below {rule.high}' if rule.high is not None else ''),
+    }.get(rule.kind, 'a whole number' + (f' >= {rule.low}' if rule.low is not None else ''))
     fix = rule.fix or {'count': f'write a whole number such as {max(rule.low or 0, 1) * 4}',
                        'number': 'fix the value', 'bool': 'write true or false (unquoted)'}[rule.kind]
-    return f'{show(value)} is not {expected}; {fix}'
+    return f'{show(value)} {expected}; {fix}'
 
 
 def _sections(opt: dict, segments: list[str]) -> Iterator[tuple[list[str], dict]]:
@@ -232,11 +220,11 @@ def _sections(opt: dict, segments: list[str]) -> Iterator[tuple[list[str], dict]
     return iter(found)
 
 
-def rule_problems(opt: dict, is_train: bool, rules: tuple[Rule, ...] = RULES) -> list[Problem]:
+def rule_problems(opt: dict, is_train: bool) -> list[Problem]:
     """Every problem the table finds in ``opt`` (numbers written as text first), one per key."""
     phase = 'train' if is_train else 'test'
     problems, decided = list(numbers_as_text(opt)), set()
-    for rule in rules:
+    for rule in RULES:
         if rule.when not in (None, phase):
             continue
         *parents, last = rule.key.split('.')

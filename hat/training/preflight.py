@@ -31,12 +31,9 @@ class OptionError(ProblemsError):
 
 
 def _name(opt: dict) -> Iterator[Problem]:
-    """``name`` is a plain folder name (the experiment's or the results' folder)."""
+    """``name`` is a plain folder name (the experiment's or the results' folder), not a path."""
     name = opt.get('name')
-    if not isinstance(name, str) or not name.strip():
-        yield Problem('name', f'{"missing" if name is None else show(name) + " is not a name"}; add `name: <experiment '
-                              'name>`, the folder under experiments/ (training) or results/ (testing)')
-    elif '/' in name or os.sep in name or name in ('.', '..'):
+    if isinstance(name, str) and ('/' in name or os.sep in name or name in ('.', '..')):
         yield Problem('name', f'{name!r} is a path, not a folder name; use a plain name without "/"')
 
 
@@ -44,23 +41,16 @@ def _devices(opt: dict) -> Iterator[Problem]:
     """``num_gpu`` and the CUDA prefetcher against the GPUs this machine has."""
     import torch
 
-    value = opt.get('num_gpu')
-    if value is None:
-        yield Problem('num_gpu', 'missing; add `num_gpu: auto` (every visible GPU, else the CPU) or `num_gpu: 0` (CPU)')
-    elif value != 'auto' and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        yield Problem('num_gpu', f'{show(value)} is neither a number of GPUs nor auto; write `num_gpu: auto` or '
-                                 '`num_gpu: 0` for the CPU')
-    elif value != 'auto':
-        if value > 0 and not torch.cuda.is_available():
-            yield Problem('num_gpu', f'{value} asks for {"a GPU" if value == 1 else f"{value} GPUs"}, but CUDA is not '
-                                     f'available here (torch {torch.__version__}); set `num_gpu: 0` to run on the '
-                                     'CPU, or `num_gpu: auto` (the GPUs if there are any, else the CPU)')
-        no_gpu = value == 0 or not torch.cuda.is_available()
-        datasets = opt.get('datasets')
-        for phase, ds in datasets.items() if isinstance(datasets, dict) else ():
-            if no_gpu and isinstance(ds, dict) and ds.get('prefetch_mode') == 'cuda':
-                yield Problem(f'datasets.{phase}.prefetch_mode',
-                              "'cuda' needs a GPU; write `prefetch_mode: ~` (or cpu)")
+    value, datasets = opt.get('num_gpu'), opt.get('datasets')
+    if type(value) is not int or value < 0:
+        return  # 'auto', or reported by the rules
+    if value > 0 and not torch.cuda.is_available():
+        yield Problem('num_gpu', f'{value} asks for {"a GPU" if value == 1 else f"{value} GPUs"}, but CUDA is not '
+                                 f'available here (torch {torch.__version__}); set `num_gpu: 0` to run on the CPU, or '
+                                 '`num_gpu: auto` (the GPUs if there are any, else the CPU)')
+    for phase, ds in datasets.items() if isinstance(datasets, dict) else ():
+        if isinstance(ds, dict) and ds.get('prefetch_mode') == 'cuda' and (value == 0 or not torch.cuda.is_available()):
+            yield Problem(f'datasets.{phase}.prefetch_mode', "'cuda' needs a GPU; write `prefetch_mode: ~` (or cpu)")
 
 
 def _phases(opt: dict, is_train: bool) -> Iterator[Problem]:
@@ -106,19 +96,12 @@ def _networks(opt: dict) -> tuple[dict[str, Any], list[Problem]]:
                     built[key[len('network_'):]] = cls(**kwargs)
         except (TypeError, ValueError, AssertionError, KeyError, RuntimeError, ZeroDivisionError) as error:
             problems.append(Problem(key, f'{section["type"]} cannot be built from these options: {error}'))
-    scale = opt.get('scale')
-    upscale = getattr(built.get('g'), 'upscale', None)
-    if upscale is None and isinstance(opt.get('network_g'), dict):
-        upscale = opt['network_g'].get('upscale')
+    scale, section = opt.get('scale'), opt['network_g'] if isinstance(opt.get('network_g'), dict) else {}
+    upscale = getattr(built.get('g'), 'upscale', section.get('upscale'))
     if isinstance(scale, int) and isinstance(upscale, int) and scale != upscale:
         problems.append(Problem('network_g.upscale', f'{upscale} differs from scale: {scale}; a network that upscales '
                                                      f'x{upscale} cannot train or test at x{scale}: make them equal'))
     return built, problems
-
-
-def _has_states(path: dict) -> bool:
-    folder = path.get('training_states')
-    return bool(folder) and os.path.isdir(folder) and any(n.endswith('.state') for n in os.listdir(folder))
 
 
 def _pretrained(opt: dict, is_train: bool, built: dict[str, Any]) -> Iterator[Problem]:
@@ -129,7 +112,9 @@ def _pretrained(opt: dict, is_train: bool, built: dict[str, Any]) -> Iterator[Pr
     if is_train and path.get('resume_state') and not os.path.isfile(str(path['resume_state'])):
         yield Problem('path.resume_state', f'{path["resume_state"]!r} does not exist; fix the path, use '
                                            '--auto_resume, or set `resume_state: ~`')
-    if is_train and (path.get('resume_state') or (opt.get('auto_resume') and _has_states(path))):
+    states = path.get('training_states')
+    if is_train and (path.get('resume_state') or (opt.get('auto_resume') and states and os.path.isdir(states) and
+                                                  any(n.endswith('.state') for n in os.listdir(states)))):
         return  # resuming loads the experiment's own networks
     for key, file in path.items():
         label = str(key)[len('pretrain_network_'):]
@@ -176,7 +161,7 @@ def _training(opt: dict) -> Iterator[Problem]:
     import torch
     from basicsr.models import lr_scheduler
 
-    from hat.models.train_switches import check_train_switches
+    from hat.models.train_switches import TrainSwitches
     from hat.weights.checkpoint import network_format
 
     train = opt.get('train')
@@ -207,11 +192,11 @@ def _training(opt: dict) -> Iterator[Problem]:
     if not any(str(k).endswith('_opt') and v is not None for k, v in train.items()):
         yield Problem('train.pixel_opt', 'missing, and no other loss is set; add e.g. `pixel_opt: {type: L1Loss, '
                                          'loss_weight: 1.0, reduction: mean}`')
-    yield from check_train_switches(opt)
-    try:
-        network_format(opt) if isinstance(opt.get('path'), dict) else None
-    except ProblemsError as error:
-        yield from error.problems
+    for check in (TrainSwitches.from_options, network_format):  # run-time validators: their problems, unparsed
+        try:
+            check(opt if isinstance(opt.get('path'), dict) else {**opt, 'path': {}})
+        except ProblemsError as error:
+            yield from error.problems
 
 
 def _packages(opt: dict) -> Iterator[Problem]:
@@ -240,16 +225,12 @@ def find_problems(opt: Any, is_train: bool) -> list[Problem]:
 
 def parse_blockers(raw: Any, is_train: bool, debug: bool) -> bool:
     """Whether BasicSR's ``parse_options`` would fail on ``raw`` with a bare KeyError/TypeError."""
-    if not isinstance(raw, dict) or 'num_gpu' not in raw:
+    if not isinstance(raw, dict):
         return True
-    if (is_train or debug) and not isinstance(raw.get('name'), str):
-        return True
-    datasets, path = raw.get('datasets'), raw.get('path')
-    if not isinstance(datasets, dict) or not all(isinstance(d, dict) for d in datasets.values()):
-        return True
-    if not isinstance(path, dict):
-        return True
-    return is_train and debug and not isinstance(raw.get('logger'), dict)
+    datasets = raw.get('datasets')
+    return ('num_gpu' not in raw or ((is_train or debug) and not isinstance(raw.get('name'), str)) or
+            not isinstance(datasets, dict) or not all(isinstance(d, dict) for d in datasets.values()) or
+            not isinstance(raw.get('path'), dict) or (is_train and debug and not isinstance(raw.get('logger'), dict)))
 
 
 def read_option_file(path: str) -> Any:
