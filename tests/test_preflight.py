@@ -3,6 +3,7 @@ writes anything; the original release's option files are refused cleanly on a CP
 with ``num_gpu: 0``."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -175,6 +176,21 @@ def test_each_option_mistake_is_named_with_its_fix(mistake):
 
 def test_the_original_train_file_has_no_problems():
     assert find_problems(load_yaml(original_train_yaml('train_HAT_SRx2_from_scratch', 2)), is_train=True) == []
+
+
+def test_network_flags_are_read_from_the_constructor_and_new_keys_are_accepted():
+    """Every true/false option of HAT's constructor (the ablation switches use_ocab, use_cab, ... included once HAT
+    takes them) is checked as a flag without a list to keep in step; `val.tb_images` is a count."""
+    from hat.archs.hat_arch import HAT
+
+    flags = {name: p.default for name, p in inspect.signature(HAT).parameters.items() if isinstance(p.default, bool)}
+    opt = load_yaml(original_train_yaml('train_HAT_SRx2_from_scratch', 2))
+    opt['network_g'].update({name: 'no' for name in flags})
+    keys = {p.key for p in find_problems(opt, is_train=True)}
+    assert keys == {f'network_g.{name}' for name in flags} and len(flags) >= 4, keys
+    opt['network_g'].update(flags)
+    opt['val']['tb_images'] = 4
+    assert find_problems(opt, is_train=True) == []
 
 
 @no_cuda
