@@ -278,20 +278,20 @@ class _Checker:
 
     def check_pretrained(self, built: dict[str, Any]) -> None:
         """``path.pretrain_network_*`` exists, reads with ``weights_only=True`` and fits its network."""
+        from hat.training.resume import check_resume
+
         path = self.section(self.opt, 'path', 'path', True, 'add a `path:` section (`pretrain_network_g: ~` to '
                                                             'train from scratch)')
         if path is None:
             return
-        if self.is_train and path.get('resume_state') and not os.path.isfile(str(path['resume_state'])):
-            self.add('path.resume_state', f'{path["resume_state"]!r} does not exist; fix the path, use '
-                                          '--auto_resume, or set `resume_state: ~`')
-        resuming = self.is_train and (path.get('resume_state') or (self.opt.get('auto_resume') and _has_states(path)))
+        # hat.training.resume checks the state a resumed run loads and its network files, not pretrain_network_*
+        resumed = check_resume(self.opt, built, self.add, self.check_fit) if self.is_train else set()
         for key, file in path.items():
             if not str(key).startswith('pretrain_network_') or not file:
                 continue
             label = key[len('pretrain_network_'):]
             self.boolean(path, f'strict_load_{label}', f'path.strict_load_{label}')
-            if resuming:
+            if label in resumed:
                 continue
             if not os.path.isfile(str(file)):
                 self.add(f'path.{key}', f'{str(file)!r} does not exist; fix the path (train the stage it comes from '
@@ -479,11 +479,6 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
-
-
-def _has_states(path: dict) -> bool:
-    folder = path.get('training_states')
-    return bool(folder) and os.path.isdir(folder) and any(n.endswith('.state') for n in os.listdir(folder))
 
 
 def find_problems(opt: Any, is_train: bool) -> list[str]:
