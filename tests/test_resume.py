@@ -124,7 +124,10 @@ def test_resume_state_refuses_pickled_code(tmp_path):
     _save_iteration(models, states, 2)
     torch.save({'epoch': 0, 'iter': 4, 'optimizers': [], 'schedulers': [], 'hook': print}, states / '4.state')
     torch.save({'params': {'w': torch.ones(2)}}, models / 'net_g_4.pth')
-    assert plan_resume(opt).state_path == str(states / '2.state')
+    plan = plan_resume(opt)
+    assert plan.state_path == str(states / '2.state')
+    assert plan.skipped == [(str(states / '4.state'), 'holds objects that weights_only=True refuses to load (code, '
+                                                      'not only tensors)')]
 
 
 def test_auto_resume_without_any_state_takes_the_option_files_resume_state(tmp_path):

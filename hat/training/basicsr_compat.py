@@ -84,7 +84,7 @@ def _force(opt: dict, entries: list[str], source: str) -> None:
             functools.reduce(lambda section, key: section[key], sections, opt)[last] = _postprocess_yml_value(
                 value.strip())
         except (KeyError, TypeError, ValueError, SyntaxError, NameError) as error:
-            raise OptionError(source, [f'--force_yml: cannot apply {entry!r} ({type(error).__name__}: {error}); write '
+            raise OptionError(source, [f'--force_yml: cannot apply it ({type(error).__name__}: {error}); write '
                                        'section:key=value for keys the file has, e.g. train:total_iter=1000']) from None
 
 

@@ -53,9 +53,10 @@ def _load(path: str) -> tuple[Any, Optional[str]]:
 
     try:
         return torch.load(path, map_location='cpu', weights_only=True), None
-    except Exception as error:  # truncated, not a torch file, or refused by weights_only
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return None, f'does not load ({first[:200]})'
+    except Exception as error:
+        if 'Unsupported global' in str(error):  # torch's weights_only unpickler refused an object
+            return None, 'holds objects that weights_only=True refuses to load (code, not only tensors)'
+        return None, 'does not load (truncated, or not a training state)'
 
 
 def _labels(opt: dict) -> list[str]:
