@@ -1,28 +1,14 @@
-"""Workarounds for basicsr 1.4.2 on today's PyTorch stack, applied from our side.
+"""What basicsr 1.4.2 needs on today's PyTorch stack, from our side (no edited site-packages, no vendoring).
 
-basicsr 1.4.2 (the last PyPI release) predates several torch/torchvision changes and was
-written for GPUs only. Rather than editing site-packages or vendoring BasicSR, this module
-provides replacements for the few functions that break. ``import hat`` installs only the
-first item below (it adds a module and changes nothing); the others change how BasicSR's
-pipelines behave, so they are installed only while ``hat/train.py`` / ``hat/test.py`` run,
-or where a script asks for them with :func:`patch_basicsr`.
+- ``torchvision.transforms.functional_tensor`` (removed in torchvision 0.17, imported by
+  ``basicsr/data/degradations.py``): a stand-in module, registered at ``import hat``.
+- :func:`parse_options`: BasicSR's option parsing with the file read once, ``--local-rank`` as
+  torchrun spells it, and the file's ``dist_params`` and ``num_gpu`` handed to :func:`init_dist`
+  for every launcher; in ``hat/train.py`` / ``hat/test.py`` also pre-flight and the experiment lock.
+- :func:`init_dist`: no unconditional ``torch.cuda.set_device``, no hard-coded NCCL (gloo on CPU).
 
-- ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17, but
-  ``basicsr/data/degradations.py`` imports ``rgb_to_grayscale`` from it. We register a
-  module of that name that re-exports the public function (at ``import hat``).
-- Option parsing (``parse_options`` of ``basicsr.train``, ``basicsr.test`` and
-  ``basicsr.utils.options``): BasicSR's steps, with the file read once; ``--local-rank`` (what
-  ``torch.distributed.launch`` passes) is accepted besides ``--local_rank``; the file's
-  ``dist_params`` and ``num_gpu`` go to the distributed start-up below for every launcher.
-  In ``hat/train.py`` / ``hat/test.py`` it also runs the pre-flight check and takes the
-  experiment lock, and every rank of a distributed run agrees before any writes.
-- Distributed start-up: basicsr calls ``torch.cuda.set_device`` and hard-codes NCCL. Ours uses
-  ``dist_params.backend`` (NCCL by default) and the ``LOCAL_RANK`` GPU when the run uses GPUs,
-  gloo on CPU (``num_gpu: 0`` or no CUDA), and watches the other ranks
-  (:mod:`hat.training.rank_failures`).
-- Resume (``basicsr.train.load_resume_state``): :mod:`hat.training.resume`.
-
-:mod:`hat.training.basicsr_patches` lists every substitution and undoes it.
+:mod:`hat.training.basicsr_patches` lists where these (and resume, :mod:`hat.training.resume`) replace
+BasicSR's functions, and undoes it; :func:`patch_basicsr` installs them for scripts of their own.
 """
 from __future__ import annotations
 
@@ -88,7 +74,7 @@ def _force(opt: dict, entries: list[str], source: str) -> None:
                                        'section:key=value for keys the file has, e.g. train:total_iter=1000']) from None
 
 
-def parse_options(root_path: str, is_train: bool = True, run: Optional[Any] = None) -> tuple[dict, Any]:
+def parse_options(root_path: str, is_train: bool = True, *, run: Any) -> tuple[dict, Any]:
     """basicsr.utils.options.parse_options, reading the option file once and starting torch.distributed with its
     ``dist_params``; in a checked ``run`` (:class:`hat.training.basicsr_patches.Run`) also pre-flight and lock."""
     import random
@@ -101,16 +87,15 @@ def parse_options(root_path: str, is_train: bool = True, run: Optional[Any] = No
 
     args = _arguments()
     opt = preflight.read_option_file(args.opt)
-    if run is not None and run.checked and preflight.parse_blockers(opt, is_train, args.debug):
+    if run.checked and preflight.parse_blockers(opt, is_train, args.debug):
         raise preflight.OptionError(args.opt, preflight.find_problems(opt, is_train) or
                                     ['BasicSR cannot parse these options'])
     opt['dist'] = args.launcher != 'none'
     if opt['dist']:
         init_dist(args.launcher, dict(opt.get('dist_params') or {}), opt.get('num_gpu', 'auto'))
-        if run is not None:
-            from hat.training.rank_failures import FellowRanks
+        from hat.training.rank_failures import FellowRanks
 
-            run.ranks = run.stack.enter_context(contextlib.closing(FellowRanks.of_process_group(run.script)))
+        run.ranks = run.stack.enter_context(contextlib.closing(FellowRanks.of_process_group(run.script)))
     else:
         print('Disable distributed.', flush=True)
     opt['rank'], opt['world_size'] = get_dist_info()
@@ -144,7 +129,7 @@ def parse_options(root_path: str, is_train: bool = True, run: Optional[Any] = No
             if 'val' in opt:
                 opt['val']['val_freq'] = 8
             opt['logger'].update(print_freq=1, save_checkpoint_freq=8)
-    if run is not None and run.checked:
+    if run.checked:
         _check_and_lock(opt, is_train, args.opt, root_path, kind, run)
     return opt, args
 

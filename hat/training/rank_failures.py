@@ -13,19 +13,20 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 #: Seconds between two looks at the store; a failing rank stays alive four times as long so the others read it.
 POLL_SECONDS = 0.5
 
-_COUNT, _FIRST = 'hat/ranks_failed', 'hat/first_failure'
+#: Store key of the first failure: a JSON object with the failing rank, its one-line message and whether it refused.
+FIRST_FAILURE = 'hat/first_failure'
 
 
 def one_line(error: BaseException, refused: bool) -> str:
     """The error as one line: its message's lines joined (a refusal lists its problems on several), and for an
     unexpected error its type."""
     text = ' '.join(line.strip() for line in str(error).splitlines() if line.strip())
-    return text if refused else f'{type(error).__name__}: {text}'.rstrip(': ')
+    return text if refused else f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 class FellowRanks:
@@ -45,43 +46,33 @@ class FellowRanks:
 
         return cls(dist.distributed_c10d._get_default_store(), dist.get_rank(), script)
 
-    def _first_failure(self) -> Optional[dict]:
-        if self.store.add(_COUNT, 0) == 0:
-            return None
-        return json.loads(self.store.get(_FIRST))
-
     def _watch(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
             try:
-                failure = self._first_failure()
+                failure = json.loads(self.store.get(FIRST_FAILURE)) if self.store.check([FIRST_FAILURE]) else None
             except Exception:  # the store is gone: its host ended, and this rank's own collectives will say so
                 return
             if failure and failure['rank'] != self.rank:
                 self._end(failure)
 
     def _end(self, failure: dict) -> None:
-        print(f'{self.script}: {failure["how"]}: rank {failure["rank"]} {failure["what"]}: {failure["line"]}',
-              file=sys.stderr, flush=True)
-        os._exit(failure['code'])
+        how, what = ('refused to start',) * 2 if failure['refused'] else ('error', 'failed')
+        print(f'{self.script}: {how}: rank {failure["rank"]} {what}: {failure["line"]}', file=sys.stderr, flush=True)
+        os._exit(2 if failure['refused'] else 1)
 
     def fail(self, error: BaseException, refused: bool) -> None:
-        """Tell the other ranks (once); if another rank failed first, end with its message instead of ours."""
+        """Tell the other ranks; if another rank failed first, end with its message instead of ours."""
         self.close()
-        failure = dict(rank=self.rank, line=one_line(error, refused), code=2 if refused else 1,
-                       how='refused to start' if refused else 'error',
-                       what='refused to start' if refused else 'failed')
+        mine = dict(rank=self.rank, line=one_line(error, refused), refused=refused)
         try:
-            if self.store.add(_COUNT, 1) == 1:
-                self.store.set(_FIRST, json.dumps(failure))
-                print(f'[hat] rank {self.rank} {failure["what"]}: {failure["line"]}; stopping every rank',
-                      file=sys.stderr, flush=True)  # a launcher may end this process before its traceback
-                time.sleep(4 * POLL_SECONDS)  # alive (and hosting the store, if rank 0) while the others read it
-                return
-            first = json.loads(self.store.get(_FIRST))
+            first = json.loads(self.store.compare_set(FIRST_FAILURE, '', json.dumps(mine)))  # set unless set
         except Exception:
             return
         if first['rank'] != self.rank:
             self._end(first)
+        print(f'[hat] rank {self.rank} {"refused to start" if refused else "failed"}: {mine["line"]}; stopping every '
+              'rank', file=sys.stderr, flush=True)  # a launcher may end this process before its traceback
+        time.sleep(4 * POLL_SECONDS)  # alive (and hosting the store, if rank 0) while the others read it
 
     def close(self) -> None:
         """Stop watching (the run ended on this rank)."""
