@@ -35,7 +35,8 @@ _HELD: set[int] = set()
 def _close_in_child() -> None:
     """In a forked child: close the inherited lock descriptors, so that only the owner keeps the lock."""
     for fd in _HELD:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
     _HELD.clear()
 
 
