@@ -268,6 +268,6 @@ def test_a_mistake_found_after_the_checks_prints_one_line(layout, tmp_path):
     before = tree(tmp_path)
     result = subprocess.run(command('train', tmp_path, '-opt', str(yml)), cwd=tmp_path, env=subprocess_env(),
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
-    assert f"hat/train.py: error: training state '{state}' does not load" in result.stderr
+    assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert f"path.resume_state: '{state}' does not load (truncated" in result.stderr
     assert tree(tmp_path) == before

@@ -19,7 +19,7 @@ from test_train_support import run, tiny_options, write_options, write_photos
 from hat import HAT, CheckpointError, Upscaler, load_hat, read_state_dict
 from hat.models.hat_model import HATModel
 from hat.models.realhat_model import RealHATGANModel, RealHATMSEModel
-from hat.training.basicsr_compat import load_resume_state, newest_valid_state
+from hat.training.resume import load_resume_state, plan_resume
 from hat.weights.checkpoint import read_checkpoint, save_weights
 
 
@@ -173,7 +173,7 @@ def test_auto_resume_finds_safetensors_networks_and_skips_broken_ones(tmp_path, 
         torch.save({'epoch': 0, 'iter': it, 'optimizers': [], 'schedulers': []}, states / f'{it}.state')
     data = (models / 'net_g_ema_6.safetensors').read_bytes()
     (models / 'net_g_ema_6.safetensors').write_bytes(data[:len(data) // 3])  # a copy cut short
-    assert newest_valid_state(opt) == str(states / '4.state')
+    assert plan_resume(opt).state_path == str(states / '4.state')
     state = load_resume_state(opt)
     assert state['iter'] == 4
     assert opt['path']['pretrain_network_g'] == str(models / 'net_g_4.safetensors')

@@ -109,16 +109,17 @@ def _pretrained(opt: dict, is_train: bool, built: dict[str, Any]) -> Iterator[Pr
     path = opt.get('path')
     if not isinstance(path, dict):
         return
-    if is_train and path.get('resume_state') and not os.path.isfile(str(path['resume_state'])):
-        yield Problem('path.resume_state', f'{path["resume_state"]!r} does not exist; fix the path, use '
-                                           '--auto_resume, or set `resume_state: ~`')
-    states = path.get('training_states')
-    if is_train and (path.get('resume_state') or (opt.get('auto_resume') and states and os.path.isdir(states) and
-                                                  any(n.endswith('.state') for n in os.listdir(states)))):
-        return  # resuming loads the experiment's own networks
+    resumed: set[str] = set()
+    if is_train:
+        from hat.training.resume import check_resume
+
+        problems: list[Problem] = []
+        resumed = check_resume(opt, built, lambda key, text: problems.append(Problem(key, text)),
+                               lambda *fit: problems.extend(_fit(*fit)))
+        yield from problems
     for key, file in path.items():
         label = str(key)[len('pretrain_network_'):]
-        if not str(key).startswith('pretrain_network_') or not file:
+        if not str(key).startswith('pretrain_network_') or not file or label in resumed:
             continue
         if not os.path.isfile(str(file)):
             yield Problem(f'path.{key}', f'{str(file)!r} does not exist; fix the path (train the stage it comes from '
