@@ -440,6 +440,7 @@ class _Checker:
         if self.is_train:
             self.count(val, 'val_freq', 'val.val_freq', 1, required=True, fix='write e.g. `val_freq: 5000`')
         self.boolean(val, 'save_img', 'val.save_img')
+        self.count(val, 'tb_images', 'val.tb_images', 0, fix='write e.g. `tb_images: 4` (0 or no key: off)')
         metrics = self.section(val, 'metrics', 'val.metrics', False, 'write `metrics: {psnr: {type: calculate_psnr, '
                                                                      'crop_border: 4}}` or remove it')
         for name, metric in (metrics or {}).items():
