@@ -1,8 +1,13 @@
 """Helpers for the report tests: real test runs of tiny HAT checkpoints, and run folders made from photos."""
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
+import subprocess
 from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -69,3 +74,15 @@ def fake_run(folder: Path, dataset: str, images: dict[str, np.ndarray], gt_folde
                   average=averages(rows, ['psnr', 'ssim']), images=rows)
     write_per_image(folder, file_stem(dataset), record, overwrite=True)
     return folder
+
+
+def in_process(main: Callable[[Optional[Sequence[str]]], int], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """A command's ``main(args)`` run in this process from ``cwd``, with its exit code, stdout and stderr."""
+    stdout, stderr, folder = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(list(args))
+    finally:
+        os.chdir(folder)
+    return subprocess.CompletedProcess(list(args), code, stdout.getvalue(), stderr.getvalue())
