@@ -8,10 +8,11 @@ import shutil
 import cv2
 import pytest
 from basicsr.metrics import calculate_psnr, calculate_ssim
-from test_report_support import logged_averages, test_run, tiny_weights
+from test_report_support import in_process, logged_averages, test_run, tiny_weights
 from test_train_support import DEMO_PHOTOS, write_photos
 
 from hat.data.hr_only_dataset import modcrop
+from hat.report.__main__ import main
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +63,10 @@ def test_a_second_dataset_of_the_same_name_is_refused_not_overwritten(results, t
         test_run(tmp_path, 'twice', weights, [('photos', photos), ('photos', DEMO_PHOTOS / 'val')])
     record = json.loads((tmp_path / 'results/twice/metrics_photos.json').read_text())
     assert [row['image'] for row in record['images']] == ['coffee']
+
+
+def test_bicubic_row_scores_the_demo_photos_as_documented(results):
+    table = in_process(main, results.parent, '--bicubic', '--csv', 'tiny')
+    assert table.returncode == 0 and table.stderr == ''
+    bicubic = table.stdout.splitlines()[1].split(',')
+    assert bicubic[:3] == ['Bicubic', '30.04', '0.8449']  # docs/training.md: MATLAB bicubic on demo/photos/val

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hat.report import ReportError
-from hat.report.runs import load_run
+from hat.report.runs import bicubic_run, load_run
 from hat.report.tables import build_table, csv_table, latex, markdown
 
 
@@ -22,6 +22,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     form = parser.add_mutually_exclusive_group()
     form.add_argument('--latex', action='store_true', help='a LaTeX tabular (booktabs) for the paper')
     form.add_argument('--csv', action='store_true', help='CSV for a spreadsheet')
+    parser.add_argument('--bicubic', action='store_true', help=(
+        'add a first row "Bicubic": MATLAB-bicubic upscaling of the same LR inputs, scored with the same metrics '
+        '(needs runs with per-image files and their ground-truth images in place)'))
     return parser.parse_args(argv)
 
 
@@ -37,6 +40,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not runs:
         print('hat.report: error: none of the runs has numbers to show', file=sys.stderr)
         return 2
+    if args.bicubic:
+        bicubic, problems = bicubic_run(runs)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        runs.insert(0, bicubic)
     names = [run.name for run in runs]
     for run in runs:
         if names.count(run.name) > 1:

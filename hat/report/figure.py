@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from hat.report import ReportError
+from hat.report.bicubic import bicubic_upscale, read_bgr
+from hat.report.bicubic import ground_truth as load_ground_truth
 from hat.report.per_image import JSON_GLOB, read_per_image
 from hat.weights.atomic_io import OutputExistsError, atomic_write_bytes
 
@@ -52,14 +53,6 @@ def parse_box(text: str) -> Box:
     return x, y, w, h
 
 
-def read_bgr(path: Path, what: str) -> np.ndarray:
-    """An 8-bit BGR image as BasicSR reads it."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ReportError(f'{what} {path} is missing or not an image')
-    return image
-
-
 def find_row(folder: Path, dataset: Optional[str], image: str) -> tuple[dict, dict]:
     """The per-image record of ``dataset`` (the only one if None) in run ``folder`` and the row of ``image``."""
     records = {r['dataset']: r for r in (read_per_image(p) for p in sorted(Path(folder).glob(JSON_GLOB)))}
@@ -77,20 +70,6 @@ def find_row(folder: Path, dataset: Optional[str], image: str) -> tuple[dict, di
     return records[dataset], rows[image]
 
 
-def bicubic_upscale(ground_truth: np.ndarray, row: dict, folder: Path, scale: int) -> np.ndarray:
-    """MATLAB-bicubic upscaling of the LR input: the LR file if the dataset had one, else the LR BasicSR made."""
-    from basicsr.utils.matlab_functions import imresize
-
-    from hat.data.hr_only_dataset import bicubic_lr
-
-    lq_path, gt_path = row.get('lq_path'), row.get('gt_path')
-    if lq_path and lq_path != gt_path:
-        lr = read_bgr(folder / lq_path, 'LR image').astype(np.float32) / 255
-    else:
-        lr = bicubic_lr(ground_truth.astype(np.float32) / 255, scale)
-    return (np.clip(imresize(lr, scale), 0, 1) * 255).round().astype(np.uint8)
-
-
 def load_methods(folders: Sequence[Path], dataset: Optional[str], image: str) -> tuple[list[Method], bool]:
     """Bicubic, each run and the ground truth as full-size images of one size; and whether PSNR is on Y."""
     methods, ground_truth, record = [], None, None
@@ -100,13 +79,9 @@ def load_methods(folders: Sequence[Path], dataset: Optional[str], image: str) ->
             raise ReportError(f'{folder} did not save its images; test it again with `val.save_img: true`')
         sr = read_bgr(folder / row['sr_path'], f'the SR image of {Path(folder).name}')
         if ground_truth is None:
-            if not row.get('gt_path'):
-                raise ReportError(f'{image} has no ground truth in {folder}; a comparison needs one')
-            ground_truth = read_bgr(folder / row['gt_path'], 'ground truth').copy()
-            ground_truth = ground_truth[:sr.shape[0], :sr.shape[1]]  # the dataset's crop to a multiple of scale
-            scale, first = int(record.get('scale') or 1), folder
-            methods.append(Method('Bicubic', bicubic_upscale(ground_truth, row, Path(folder), scale)))
-        if sr.shape != ground_truth.shape or methods[0].image.shape != ground_truth.shape:
+            ground_truth, first = load_ground_truth(row, Path(folder)), folder
+            methods.append(Method('Bicubic', bicubic_upscale(ground_truth, row, Path(folder), int(record['scale']))))
+        if sr.shape != ground_truth.shape:
             raise ReportError(f'{image} of {Path(folder).name} is {sr.shape[1]}x{sr.shape[0]} but the ground truth '
                               f'(from {Path(first).name}) is {ground_truth.shape[1]}x{ground_truth.shape[0]}; '
                               'compare runs of the same scale and dataset')

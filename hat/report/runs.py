@@ -18,12 +18,13 @@ _METRIC = re.compile(r'^\s*# (\w+): (\S+)')
 
 @dataclass
 class RunResults:
-    """One run's averages: ``averages[dataset][metric]``, and which metrics are better lower."""
+    """One run's averages: ``averages[dataset][metric]``, which metrics are better lower, the per-image records."""
 
     name: str
     folder: Path
     averages: dict[str, dict[str, float]]
     lower_is_better: set[str] = field(default_factory=set)
+    records: dict[str, dict] = field(default_factory=dict)
 
 
 def is_lower_better(metric: str, metric_type: str = '') -> bool:
@@ -74,4 +75,21 @@ def load_run(folder: Path) -> RunResults:
         for name, value in values.items():
             if math.isnan(value):
                 raise ReportError(f'{folder}: {dataset} {name} is not a number')
-    return RunResults(folder.name, folder, averages, lower)
+    return RunResults(folder.name, folder, averages, lower, {record['dataset']: record for record in records})
+
+
+def bicubic_run(runs: list[RunResults]) -> tuple[RunResults, list[str]]:
+    """The "Bicubic" row: each dataset scored from the first run with its per-image file; and what was left out."""
+    from hat.report.bicubic import bicubic_averages
+
+    averages, problems = {}, []
+    for run in runs:
+        for dataset, record in run.records.items():
+            if dataset in averages:
+                continue
+            try:
+                averages[dataset] = bicubic_averages(record, run.folder)
+            except ReportError as error:
+                problems.append(f'bicubic on {dataset} left out: {error}')
+    lower = set().union(*(run.lower_is_better for run in runs))
+    return RunResults('Bicubic', Path('.'), averages, lower), problems
