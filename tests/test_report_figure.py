@@ -1,6 +1,7 @@
 """python -m hat.report.figure: the crop comparison from saved images, boxes given or found where runs differ."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -68,12 +69,17 @@ def test_bad_input_gets_one_line_and_no_file(runs):
     no_images = fake_run(runs / 'no_images', 'photos', {'astronaut': np.zeros((96, 96, 3), np.uint8)}, runs / 'gt')
     for path in no_images.rglob('*.png'):
         path.unlink()
+    unsaved = fake_run(runs / 'unsaved', 'photos', {'astronaut': np.zeros((96, 96, 3), np.uint8)}, runs / 'gt')
+    record = json.loads((unsaved / 'metrics_photos.json').read_text())
+    record['images'][0]['sr_path'] = None
+    (unsaved / 'metrics_photos.json').write_text(json.dumps(record))
     (runs / 'fig.png').write_bytes(b'keep')
     cases = {('noisy', '--box', '90,0,16,16'): 'is not inside the 96x96 image',
              ('noisy', 'other_size'): 'is 96x90 but the ground truth',
              ('noisy', 'gt'): 'gt is not a test run',
              ('noisy', '--dataset', 'Set5'): "has no dataset 'Set5'",
              ('no_images',): 'the SR image of no_images',
+             ('noisy', 'unsaved'): 'unsaved did not save its images; test it again with `val.save_img: true`',
              ('noisy', '--output', 'fig.png'): 'fig.png exists; pass --overwrite'}
     for args, message in cases.items():
         output = [] if '--output' in args else ['-o', 'bad.png']
