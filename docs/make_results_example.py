@@ -77,7 +77,7 @@ def main() -> None:
                                capture_output=True, text=True).stdout
         (OUT / 'table.md').write_text(table)
         subprocess.run([sys.executable, '-m', 'hat.report.figure', *map(str, results), '--image', FIGURE_IMAGE,
-                        '--dataset', 'demo_val', '--width', '800', '-o', str(OUT / 'figure.png'), '--overwrite'],
+                        '--dataset', 'demo_val', '--width', '720', '-o', str(OUT / 'figure.png'), '--overwrite'],
                        check=True)
     print(table)
 
