@@ -145,6 +145,16 @@ def test_network_of_a_training_checkpoint_by_param_key(tmp_path, tiny):
                        tiny.state_dict()['conv_last.bias'])
 
 
+@pytest.mark.parametrize('companion', [b'', b'{"a"', b'\x08\x00\x00\x00\x00\x00\x00'])
+def test_a_truncated_companion_file_is_named_in_one_line(tmp_path, tiny, companion):
+    """The companion of a training network file is read without the format sniffing of the file asked for."""
+    save_weights(tmp_path / 'net_g_7.safetensors', tiny.state_dict(), param_key='params')
+    (tmp_path / 'net_g_ema_7.safetensors').write_bytes(companion)
+    with pytest.raises(CheckpointError, match=rf"'.*net_g_ema_7.safetensors' is truncated: {len(companion)} bytes, "
+                                              'shorter than the 8-byte size that starts every safetensors file'):
+        read_checkpoint(tmp_path / 'net_g_7.safetensors', 'params_ema')
+
+
 def _safetensors_experiment(tmp_path):
     models, states = tmp_path / 'models', tmp_path / 'training_states'
     models.mkdir()

@@ -214,7 +214,11 @@ def _read_safetensors(path: str) -> tuple[StateDict, dict[str, str]]:
     """Tensors and metadata of a safetensors file, after checking its header against the file's size."""
     size = os.path.getsize(path)
     with open(path, 'rb') as handle:
-        (header_size,) = struct.unpack('<Q', handle.read(8))
+        start = handle.read(8)
+        if len(start) < 8:
+            raise CheckpointError(f'{path!r} is truncated: {size} bytes, shorter than the 8-byte size that starts '
+                                  'every safetensors file; fetch the file again')
+        (header_size,) = struct.unpack('<Q', start)
         if header_size > min(size - 8, _MAX_HEADER):
             raise CheckpointError(f'{path!r} is truncated or damaged: its safetensors header says it is '
                                   f'{header_size} bytes long, but the file has {size} bytes; fetch the file again')
