@@ -55,7 +55,13 @@ def link(path: str) -> str:
 
 
 def write_thumbnail(folder: Path, source: str, target: str) -> bool:
-    """Write a JPEG thumbnail of ``folder/source`` to ``folder/target``; False if the source is unreadable."""
+    """Write a JPEG thumbnail of ``folder/source`` to ``folder/target`` unless one newer than the source is there
+    (the page is rewritten after each dataset); False if the source is unreadable."""
+    try:
+        if (folder / target).stat().st_mtime >= (folder / source).stat().st_mtime:
+            return True
+    except OSError:
+        pass
     try:
         with Image.open(folder / source) as image:
             image = image.convert('RGB')
