@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 
 import pytest
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 from conftest import TINY_CONFIG, sample_photo, to_tensor
 
 from hat.models.hat_model import HATModel
-from hat.models.train_switches import TrainSwitches, check_train_switches
+from hat.models.train_switches import TrainSwitches
+from hat.problems import ProblemsError
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 
@@ -190,7 +192,16 @@ def test_ema_warm_up_follows_the_network_in_short_runs(tmp_path, batch):
     (dict(use_amp=True, amp_dtype='int8'), "amp_dtype 'int8' is not supported"),
 ])
 def test_bad_switches_are_refused_naming_the_option(tmp_path, train, message):
-    with pytest.raises(ValueError, match=message):
-        check_train_switches(options(tmp_path, **train))
+    with pytest.raises(ProblemsError) as refused:
+        TrainSwitches.from_options(options(tmp_path, **train))
+    (problem,) = refused.value.problems
+    assert problem.key == 'train' and re.search(message, problem.text), problem
     with pytest.raises(ValueError, match=message):
         HATModel(options(tmp_path, **train))
+
+
+def test_every_bad_switch_is_reported_at_once(tmp_path):
+    with pytest.raises(ProblemsError) as refused:
+        TrainSwitches.from_options(options(tmp_path, accum_iter=0, grad_clip=-1.0, use_amp='yes', amp_dtype='int8'))
+    assert [p.text.split()[0] for p in refused.value.problems] == ['use_amp', 'amp_dtype', 'accum_iter', 'grad_clip']
+    assert TrainSwitches.from_options(options(tmp_path, accum_iter=2, grad_clip=1.0, use_amp=True)).accum_iter == 2

@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 from torch.utils import data
 
+from hat.problems import Problem, ProblemsError
+
 #: Values of a dataset's ``bad_image`` option.
 POLICIES = ('skip', 'stop')
 
@@ -83,14 +85,15 @@ def decode_problem(content: Optional[bytes]) -> Optional[str]:
 
 def policy_of(dataset_opt: dict) -> str:
     """The dataset's ``bad_image`` policy: ``skip`` or ``stop``; validation and test sets always stop."""
-    name = f'datasets: {dataset_opt.get("phase", "?")} ({dataset_opt.get("name", "unnamed")})'
+    name = f'{dataset_opt.get("phase", "?")} ({dataset_opt.get("name", "unnamed")})'
     training = dataset_opt.get('phase') == 'train'
     policy = dataset_opt.get('bad_image', DEFAULT_TRAIN_POLICY if training else 'stop')
     if policy not in POLICIES:
-        raise ValueError(f'{name}: bad_image {policy!r} is not one of {", ".join(POLICIES)}')
+        raise ProblemsError([Problem('datasets', f'{name}: bad_image {policy!r} is not one of {", ".join(POLICIES)}')])
     if policy == 'skip' and not training:
-        raise ValueError(f'{name}: bad_image: skip is for training sets; validation and test images are all decoded '
-                         'before the run starts and a bad one stops it (remove the option)')
+        raise ProblemsError([Problem('datasets', f'{name}: bad_image: skip is for training sets; validation and test '
+                                                 'images are all decoded before the run starts and a bad one stops it '
+                                                 '(remove the option)')])
     return policy
 
 

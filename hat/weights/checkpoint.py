@@ -25,6 +25,7 @@ import torch
 
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
+from hat.problems import Problem, ProblemsError
 from hat.weights.atomic_io import atomic_torch_save, atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
@@ -325,7 +326,7 @@ def network_format(opt: Mapping[str, Any]) -> str:
     """The format training writes networks in: ``path: {network_format: pth|safetensors}`` (default pth)."""
     fmt = (opt.get('path') or {}).get('network_format') or 'pth'
     if fmt not in FORMATS:
-        raise ValueError(f'path: network_format is {fmt!r}; use pth (BasicSR\'s default) or safetensors')
+        raise ProblemsError([Problem('path', f"network_format is {fmt!r}; use pth (BasicSR's default) or safetensors")])
     return fmt
 
 
