@@ -76,8 +76,10 @@ def test_torchrun_two_cpu_processes_train_and_validate_with_gloo(tmp_path, name)
     assert final > run['total_iter']
     images = [f'visualization/{img}/{img}_{it}.png' for img in ('rocket', 'chelsea')
               for it in run['validated_at'] + [final]]
+    metrics = [f'metrics/metrics_held_out_{it}.{ext}' for it in run['validated_at'] + [final]
+               for ext in ('csv', 'json')]
     written = sorted(str(p.relative_to(exp)) for p in exp.rglob('*') if p.is_file())
-    assert written == sorted([log_name.name for log_name in exp.glob('train_*.log')] + images + [
+    assert written == sorted([log_name.name for log_name in exp.glob('train_*.log')] + images + metrics + [
         f'{name}.yml', 'models/net_g_2.pth', 'models/net_g_4.pth', 'models/net_g_latest.pth',
         'training_states/2.state', 'training_states/4.state'])
     weights = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)
