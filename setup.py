@@ -38,7 +38,11 @@ setup(
     extras_require={
         'test': ['pytest>=7', 'scikit-image', 'ruff', 'onnx', 'onnxscript', 'onnxruntime', 'spandrel>=0.4.2,<0.5'],
     },
-    entry_points={'console_scripts': ['hat-upscale=hat.upscale_cli:main']},
+    entry_points={'console_scripts': [
+        'hat-upscale=hat.inference.upscale_cli:main',
+        'hat-convert=hat.weights.convert:main',
+        'hat-export=hat.weights.export:main',
+    ]},
     classifiers=[
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Image Processing',

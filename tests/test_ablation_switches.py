@@ -8,9 +8,10 @@ import torch
 import yaml
 from basicsr.archs import build_network
 
-from hat import HAT, load_hat, preflight
+from hat import HAT, load_hat
 from hat.archs.hat_presets import PRESETS
-from hat.checkpoint import save_weights
+from hat.training import preflight
+from hat.weights.checkpoint import save_weights
 from tests.conftest import REPO_ROOT, TINY_CONFIG, sample_photo, to_tensor
 
 VARIANTS = {

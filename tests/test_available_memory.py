@@ -1,4 +1,4 @@
-"""hat.available_memory: the least of MemAvailable, the cgroup (v1 and v2) limit and the ulimits.
+"""hat.inference.available_memory: the least of MemAvailable, the cgroup (v1 and v2) limit and the ulimits.
 
 Fake /proc and cgroup trees laid out as the kernel does, and a real subprocess under ``ulimit -v``.
 """
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hat.available_memory import UNLIMITED, cgroup_available, host_available_memory, meminfo_available
+from hat.inference.available_memory import UNLIMITED, cgroup_available, host_available_memory, meminfo_available
 
 GIB = 2 ** 30
 
@@ -58,7 +58,7 @@ def test_ulimit_v_is_the_limit_in_a_real_process(tmp_path):
     """Under ``ulimit -v`` (RLIMIT_AS) what the planner sees is what is left below it (here ~200 MiB)."""
     script = '''
 import resource, torch
-from hat import memory_budget
+from hat.inference import memory_budget
 used = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2 ** 20, resource.RLIM_INFINITY))
 print(memory_budget.available_memory(torch.device('cpu')) / 2 ** 20)

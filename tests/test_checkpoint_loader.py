@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hat import HAT, CheckpointError, create_hat, load_hat, read_state_dict
-from hat.checkpoint import infer_config, load_weights
+from hat.weights.checkpoint import infer_config, load_weights
 from tests.conftest import REFERENCE_DIR, TINY_CONFIG
 
 REFERENCE = json.loads((REFERENCE_DIR / 'hat_official_state_dicts.json').read_text())

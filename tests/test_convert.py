@@ -1,4 +1,4 @@
-"""python -m hat.convert: training checkpoint -> inference weights (.pth or .safetensors, optionally fp16/bf16)."""
+"""hat-convert: training checkpoint -> inference weights (.pth or .safetensors, optionally fp16/bf16)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from conftest import REFERENCE_DIR, TINY_CONFIG
 from safetensors import safe_open
 
 from hat import HAT, CheckpointError, create_hat, load_hat, read_state_dict
-from hat.convert import main
+from hat.weights.convert import main
 
 
 @pytest.fixture(scope='module')
@@ -124,7 +124,7 @@ def test_values_beyond_fp16_are_refused(tmp_path, training_checkpoint, capsys):
 def test_command_line_without_and_with_debug(tmp_path, python):
     (tmp_path / 'empty.pth').touch()
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.path.dirname(os.path.dirname(__file__))}
-    run = subprocess.run([python, '-m', 'hat.convert', 'empty.pth', 'out.safetensors'], cwd=tmp_path, env=env,
+    run = subprocess.run([python, '-m', 'hat.weights.convert', 'empty.pth', 'out.safetensors'], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert (run.returncode, run.stderr) == (2, "error: 'empty.pth' is empty (0 bytes), not a checkpoint: a download "
                                                'or copy that did not finish; fetch the file again\n')

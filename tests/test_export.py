@@ -1,4 +1,4 @@
-"""python -m hat.export: ONNX with dynamic batch/height/width, equal to PyTorch under onnxruntime."""
+"""python -m hat.weights.export: ONNX with dynamic batch/height/width, equal to PyTorch under onnxruntime."""
 import subprocess
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hat import HAT
-from hat.export import main as export_main
+from hat.weights.export import main as export_main
 from tests.conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
 
 pytest.importorskip('onnxscript', reason='ONNX export needs onnxscript (pip install onnx onnxscript)')
@@ -23,7 +23,7 @@ def exported(tmp_path_factory, python):
     weights = folder / 'tiny_x2.pth'
     torch.save({'params_ema': model.state_dict()}, weights)
     output = folder / 'tiny_x2.onnx'
-    run = subprocess.run([python, '-m', 'hat.export', '--weights', str(weights), '--output', str(output)],
+    run = subprocess.run([python, '-m', 'hat.weights.export', '--weights', str(weights), '--output', str(output)],
                          capture_output=True, text=True, cwd=tmp_path_factory.getbasetemp(), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return model, weights, output, run.stdout
@@ -58,7 +58,7 @@ def test_photo_of_odd_size_matches_pytorch_to_1e4(exported):
 def test_existing_output_is_kept_unless_overwrite(exported, python):
     _, weights, output, _ = exported
     before = output.read_bytes()
-    run = subprocess.run([python, '-m', 'hat.export', '--weights', str(weights), '--output', str(output)],
+    run = subprocess.run([python, '-m', 'hat.weights.export', '--weights', str(weights), '--output', str(output)],
                          capture_output=True, text=True, cwd=output.parent, timeout=120)
     assert run.returncode == 2 and 'already exists' in run.stderr and '--overwrite' in run.stderr
     assert output.read_bytes() == before
@@ -66,7 +66,7 @@ def test_existing_output_is_kept_unless_overwrite(exported, python):
 
 def test_user_mistakes_are_one_line_unless_debug(exported, python, tmp_path, capsys):
     _, weights, _, _ = exported
-    missing = [python, '-m', 'hat.export', '--weights', str(tmp_path / 'missing.pth'), '--output',
+    missing = [python, '-m', 'hat.weights.export', '--weights', str(tmp_path / 'missing.pth'), '--output',
                str(tmp_path / 'x.onnx')]
     run = subprocess.run(missing, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 2 and run.stderr.startswith('error: checkpoint not found')
@@ -79,7 +79,7 @@ def test_user_mistakes_are_one_line_unless_debug(exported, python, tmp_path, cap
 
 def test_old_opset_is_refused(exported, python, tmp_path):
     _, weights, _, _ = exported
-    run = subprocess.run([python, '-m', 'hat.export', '--weights', str(weights), '--output',
+    run = subprocess.run([python, '-m', 'hat.weights.export', '--weights', str(weights), '--output',
                           str(tmp_path / 'old.onnx'), '--opset', '16'],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 2 and '--opset 16 is too old' in run.stderr

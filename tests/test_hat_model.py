@@ -8,9 +8,9 @@ import torch
 from conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
 
 import hat.models.hat_model as hat_model
-from hat.checkpoint import CheckpointError
+from hat.inference.tiling import TileOutOfMemoryError
 from hat.models.hat_model import HATModel
-from hat.tiling import TileOutOfMemoryError
+from hat.weights.checkpoint import CheckpointError
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from basicsr.utils import imfrombytes
 
-from hat import image_io
 from hat.data import image_lists
+from hat.inference import image_io
 from tests.conftest import sample_photo
 
 

@@ -1,4 +1,4 @@
-"""hat.image_io: formats, bit depths, channel order, atomic and non-destructive writes."""
+"""hat.inference.image_io: formats, bit depths, channel order, atomic and non-destructive writes."""
 from __future__ import annotations
 
 import os
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from conftest import sample_photo
 
-from hat.atomic_io import OutputExistsError
-from hat.image_io import (
+from hat.inference.image_io import (
     ImageReadError,
     encode_image,
     fit_to_format,
     read_image,
     write_image,
 )
+from hat.weights.atomic_io import OutputExistsError
 
 
 def photo16() -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The memory model of hat.memory_budget against the memory a forward really allocates."""
+"""The memory model of hat.inference.memory_budget against the memory a forward really allocates."""
 import pytest
 import torch
 

@@ -168,7 +168,7 @@ def test_test_file_matches_published_checkpoint(stem):
 def test_option_file_passes_the_pre_flight_checks(path, monkeypatch):
     """Our own files are not refused by hat/train.py's and hat/test.py's checks (published weights aside; a file
     made for one GPU, `num_gpu: 1`, is refused exactly where there is no GPU)."""
-    from hat.preflight import find_problems
+    from hat.training.preflight import find_problems
 
     monkeypatch.chdir(REPO_ROOT)
     with skipped_random_init():
@@ -177,4 +177,4 @@ def test_option_file_passes_the_pre_flight_checks(path, monkeypatch):
     expected = [f"path.pretrain_network_g: '{pretrained}' does not exist"]
     if load(path)['num_gpu'] == 1 and not torch.cuda.is_available():
         expected.append('num_gpu: 1 asks for a GPU, but CUDA is not available')
-    assert [p for p in problems if not p.startswith(tuple(expected))] == []
+    assert [p for p in map(str, problems) if not p.startswith(tuple(expected))] == []

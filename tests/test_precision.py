@@ -1,4 +1,4 @@
-"""hat.precision (names -> dtypes, native bf16) and ``precision='auto'``, the default of hat.Upscaler
+"""hat.inference.precision (names -> dtypes, native bf16) and ``precision='auto'``, the default of hat.Upscaler
 and hat-upscale: bf16 where the device computes it natively, fp32 elsewhere, within 45 dB of fp32."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import torch
 from conftest import TINY_CONFIG, load_synth_weights, sample_photo
 
 from hat.archs.hat_arch import HAT
-from hat.precision import (
+from hat.inference.precision import (
     auto_precision,
     cpu_has_native_bf16,
     has_native_bf16,
     parse_precision,
     precision_name,
 )
-from hat.upscale_cli import build_parser
-from hat.upscaler import Upscaler
+from hat.inference.upscale_cli import build_parser
+from hat.inference.upscaler import Upscaler
 
 #: Photo crops (scikit-image's bundled samples) the accuracy bound is checked on.
 PHOTOS = [('astronaut', 100, 180), ('coffee', 100, 200), ('chelsea', 50, 150), ('rocket', 100, 200)]
@@ -94,6 +94,7 @@ def test_bf16_stays_within_45_db_of_fp32_on_photos(config, seed):
         assert psnr(bf16.upscale(photo), fp32.upscale(photo)) >= 45, name
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_auto_on_cuda_follows_the_gpu():
     upscaler = Upscaler(HAT(**TINY_CONFIG).eval(), device='cuda')

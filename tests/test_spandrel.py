@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from test_hat_model import model_options
 
 from hat import HAT, load_hat
-from hat.convert import main as convert
 from hat.models.hat_model import HATModel
+from hat.weights.convert import main as convert
 
 spandrel = pytest.importorskip('spandrel')
 TOLERANCE = 1e-4
@@ -40,10 +40,11 @@ def converted_files(tmp_path):
     return outputs
 
 
-@pytest.mark.parametrize('writer', ['training pth', 'training safetensors', 'hat.convert'])
+@pytest.mark.parametrize('writer', ['training pth', 'training safetensors', 'hat.weights.convert'])
 def test_spandrel_loads_every_file_hat_writes_with_the_same_outputs(tmp_path, writer):
-    files = converted_files(tmp_path) if writer == 'hat.convert' else training_files(tmp_path, writer.split()[1])
-    assert len(files) == (4 if writer == 'hat.convert' else 2 if 'safetensors' in writer else 1)
+    converted = writer == 'hat.weights.convert'
+    files = converted_files(tmp_path) if converted else training_files(tmp_path, writer.split()[1])
+    assert len(files) == (4 if writer == 'hat.weights.convert' else 2 if 'safetensors' in writer else 1)
     x = torch.rand(1, 3, 24, 20)
     for path in files:
         descriptor = spandrel.ModelLoader().load_from_file(path)

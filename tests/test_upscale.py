@@ -24,10 +24,10 @@ import yaml
 from conftest import TINY_CONFIG, sample_photo
 
 import hat
-from hat import memory_budget
 from hat.archs.hat_arch import HAT
-from hat.image_io import encode_image, read_image, write_image
-from hat.upscaler import TTA_TRANSFORMS, Upscaler
+from hat.inference import memory_budget
+from hat.inference.image_io import encode_image, read_image, write_image
+from hat.inference.upscaler import TTA_TRANSFORMS, Upscaler
 
 NOISY_GAIN = 0.05
 
@@ -113,7 +113,7 @@ def test_upscaler_is_exported_and_the_command_is_a_console_script():
     # setup.py's entry point names the command-line module, whose name says it is not the engine.
     setup_py = (Path(__file__).resolve().parents[1] / 'setup.py').read_text()
     module, function = re.search(r"'hat-upscale=([\w.]+):(\w+)'", setup_py).groups()
-    assert module == 'hat.upscale_cli' and callable(getattr(importlib.import_module(module), function))
+    assert module == 'hat.inference.upscale_cli' and callable(getattr(importlib.import_module(module), function))
     assert not (Path(hat.__file__).parent / 'upscale.py').exists()  # nothing two letters away from upscaler.py
 
 
@@ -190,7 +190,7 @@ def test_auto_tile_follows_the_memory_budget(noisy, monkeypatch):
     whole = upscaler.upscale(rgb)
     per_pixel = memory_budget.tile_bytes(noisy, 8, 8, 4.0) / 64
     budget = per_pixel * 80 * 80 + (3 + 1) * 96 * 96 * 4 * 4  # an 80x80 tile and the blended output
-    monkeypatch.setattr('hat.upscaler.memory_budget', lambda device: budget)
+    monkeypatch.setattr('hat.inference.upscaler.memory_budget', lambda device: budget)
     assert upscaler.plan_tile(96, 96) == 80 - 2 * 16 - 2 * 8
     assert upscaler.count_passes(96, 96) == 9
     assert psnr(upscaler.upscale(rgb), whole) >= 45 and upscaler.last_tile == 32
@@ -292,6 +292,7 @@ def test_self_ensemble_averages_the_eight_inverse_transformed_outputs(noisy):
     assert_close(out, expected.astype(np.uint8))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 @pytest.mark.parametrize('precision', ['fp16', 'bf16'])
 def test_half_precision_on_cuda_matches_fp32(noisy, precision):
@@ -305,10 +306,10 @@ def test_half_precision_on_cuda_matches_fp32(noisy, precision):
 
 # ----------------------------------------------------------------------------- command line
 def upscale_cli(*args, cwd: Path, **popen) -> subprocess.CompletedProcess:
-    """Run ``python -m hat.upscale_cli`` for real (in fp32 unless ``--precision`` is given: exact pixels)."""
+    """Run ``python -m hat.inference.upscale_cli`` for real (in fp32 unless ``--precision`` is given: exact pixels)."""
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}  # see one_thread
     args = [*map(str, args), *([] if '--precision' in args else ['--precision', 'fp32'])]
-    return subprocess.run([sys.executable, '-m', 'hat.upscale_cli', *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, '-m', 'hat.inference.upscale_cli', *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300, **popen)
 
 

@@ -31,11 +31,11 @@ from test_upscale import (
     upscale_cli,
 )
 
-from hat.image_io import ImageReadError, read_image, write_image
-from hat.precision import auto_precision
-from hat.tiling import TileOutOfMemoryError
-from hat.upscale_cli import main as upscale_cli_main
-from hat.upscaler import Upscaler
+from hat.inference.image_io import ImageReadError, read_image, write_image
+from hat.inference.precision import auto_precision
+from hat.inference.tiling import TileOutOfMemoryError
+from hat.inference.upscale_cli import main as upscale_cli_main
+from hat.inference.upscaler import Upscaler
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.torch_threads
 
@@ -70,7 +70,7 @@ def gif_bytes(frames: int) -> bytes:
 
 
 def cli_in_process(*args, cwd, capsys, monkeypatch) -> tuple[int, str]:
-    """``hat.upscale_cli.main`` in this process (for refusals; the runs themselves use real subprocesses)."""
+    """``hat.inference.upscale_cli.main`` in this process (for refusals; the runs themselves use real subprocesses)."""
     monkeypatch.chdir(cwd)
     capsys.readouterr()
     status = upscale_cli_main([*map(str, args), '--precision', 'fp32'])
@@ -106,12 +106,12 @@ def test_cpu_allocation_failure_halves_the_tile_and_names_tile_when_nothing_fits
 
 LIMITED_RUN = '''
 import resource, sys
-import hat.upscale_cli
+import hat.inference.upscale_cli
 status = open('/proc/self/status').read()
 used = int(status.split('VmSize:')[1].split()[0]) * 1024
 room = int(sys.argv[1]) * 2 ** 20
 resource.setrlimit(resource.RLIMIT_AS, (used + room, resource.RLIM_INFINITY))
-sys.exit(hat.upscale_cli.main(sys.argv[2:]))
+sys.exit(hat.inference.upscale_cli.main(sys.argv[2:]))
 '''
 
 
@@ -172,7 +172,7 @@ def test_tiles_are_never_smaller_than_a_window():
 
 def test_image_whose_result_cannot_fit_is_refused_with_numbers(monkeypatch):
     upscaler = Upscaler(nearest_hat(), precision='fp32')
-    monkeypatch.setattr('hat.upscaler.memory_budget', lambda device: 50 * 2 ** 20)
+    monkeypatch.setattr('hat.inference.upscaler.memory_budget', lambda device: 50 * 2 ** 20)
     with pytest.raises(MemoryError, match=r'a 20000x20000 image does not fit.*x2 result alone needs 23.84 GiB'):
         upscaler.plan_tile(20000, 20000)
 
@@ -200,7 +200,7 @@ def test_sigterm_stops_like_ctrl_c_with_complete_outputs_only(tmp_path, checkpoi
         write_image(photos / f'p{i}.png', sample_photo('astronaut')[50 * i:50 * i + 96, 100:196])
     out = tmp_path / 'out'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    process = subprocess.Popen([sys.executable, '-m', 'hat.upscale_cli', '-i', photos, '-o', out, '-m', noisy,
+    process = subprocess.Popen([sys.executable, '-m', 'hat.inference.upscale_cli', '-i', photos, '-o', out, '-m', noisy,
                                 '--tile', '16', '--tile-pad', '8', '--precision', 'fp32'],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240

@@ -22,9 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hat.archs.banded import banded_inference
 from hat.archs.hat_arch import HAT
-from hat.atomic_io import atomic_torch_save
+from hat.inference.tiling import tiled_forward
+from hat.models.per_image_metrics import PerImageValidation
 from hat.models.train_step import TrainStepMixin
-from hat.tiling import tiled_forward
+from hat.weights.atomic_io import atomic_torch_save
 
 
 def super_resolve(net: torch.nn.Module, lq: torch.Tensor, scale: int, tile_opt: dict | None = None) -> torch.Tensor:
@@ -40,9 +41,10 @@ def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @MODEL_REGISTRY.register()
-class HATModel(TrainStepMixin, SRModel):
+class HATModel(PerImageValidation, TrainStepMixin, SRModel):
     """SR model for HAT; validation and testing take any image size, and tiles if ``tile`` is set.
 
+    Validation and testing also write every image's metrics (hat.models.per_image_metrics).
     Training switches (``train``: ``use_amp``, ``amp_dtype``, ``accum_iter``, ``grad_clip``, ``ema_power``) are
     described in hat.models.train_switches.
     """
@@ -71,7 +73,7 @@ class HATModel(TrainStepMixin, SRModel):
                      param_key: Optional[str] = 'params') -> None:
         """Load ``param_key`` of a .pth or .safetensors file with ``weights_only=True``; a file without that
         network gives its own (BasicSR falls back from params_ema to params the same way)."""
-        from hat.checkpoint import CheckpointError, load_weights, read_network
+        from hat.weights.checkpoint import CheckpointError, load_weights, read_network
 
         if not os.path.exists(load_path):
             raise FileNotFoundError(f'pretrained network {load_path!r} (path: pretrain_network_g) does not exist; '
@@ -97,7 +99,7 @@ class HATModel(TrainStepMixin, SRModel):
         spandrel and other safetensors tools: ``net_g_<iter>.safetensors`` (params) and
         ``net_g_ema_<iter>.safetensors`` (params_ema), with the HAT config as metadata.
         """
-        from hat.checkpoint import config_for, network_file_name, network_format, save_weights
+        from hat.weights.checkpoint import config_for, network_file_name, network_format, save_weights
 
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]

@@ -41,7 +41,7 @@ DEFAULT_VARIANTS = ('published', 'wo_OCAB', 'wo_CAB', 'wo_OCAB_CAB')
 
 def read_recipe(photos: Path) -> dict[str, Any]:
     """The demo recipe's options, its datasets pointed at ``photos`` (``train/`` and ``val/``)."""
-    from hat.preflight import read_option_file
+    from hat.training.preflight import read_option_file
 
     opt = read_option_file(str(RECIPE))
     for phase, dataset in (('train', opt['datasets']['train']), ('val', opt['datasets']['val'])):

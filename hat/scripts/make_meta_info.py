@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from hat.atomic_io import atomic_write_text
 from hat.data.image_lists import header_size, is_image_file, list_image_folder
+from hat.weights.atomic_io import atomic_write_text
 
 
 def _inside(path: str, folder: str) -> bool:

@@ -1,4 +1,4 @@
-"""The ``hat-upscale`` command line (``python -m hat.upscale_cli``); the engine is ``hat.upscaler.Upscaler``.
+"""The ``hat-upscale`` command line (also ``python -m hat.inference.upscale_cli``); the engine is ``Upscaler``.
 
     hat-upscale -i photos/ -o photos_x4/ -m HAT-S_SRx4.pth
     hat-upscale -i photo.jpg -o photo_x4.png -m HAT-S_SRx4.pth
@@ -30,8 +30,7 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from hat.atomic_io import OutputExistsError, remove_stale_temp_files
-from hat.image_io import (
+from hat.inference.image_io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     STILL_ONLY_EXTENSIONS,
@@ -41,9 +40,10 @@ from hat.image_io import (
     read_image,
     write_image,
 )
-from hat.precision import PRECISIONS
-from hat.tiling import TileOutOfMemoryError
-from hat.upscaler import NonFiniteOutputError, NotEnoughMemoryError, Upscaler
+from hat.inference.precision import PRECISIONS
+from hat.inference.tiling import TileOutOfMemoryError
+from hat.inference.upscaler import NonFiniteOutputError, NotEnoughMemoryError, Upscaler
+from hat.weights.atomic_io import OutputExistsError, remove_stale_temp_files
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 128 + signal.SIGTERM
 

@@ -1,4 +1,4 @@
-"""Turn a training checkpoint into inference weights: ``python -m hat.convert IN OUT``.
+"""Turn a training checkpoint into inference weights: ``python -m hat.weights.convert IN OUT``.
 
 Keeps one network (``params_ema`` by default, else ``params``; ``--param-key`` to choose),
 optionally in half precision (``--dtype fp16|bf16``), and writes it by the suffix of ``OUT``:
@@ -7,7 +7,7 @@ strictly) or ``.safetensors`` (what model zoos, chaiNNer and ComfyUI share), bot
 config recorded so that ``hat.load_hat`` needs no guessing. The output is written atomically
 and never over an existing file without ``--overwrite``.
 
-    python -m hat.convert experiments/HAT_SRx4/models/net_g_250000.pth HAT_SRx4.safetensors --dtype fp16
+    python -m hat.weights.convert experiments/HAT_SRx4/models/net_g_250000.pth HAT_SRx4.safetensors --dtype fp16
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from typing import Optional, Sequence
 import torch
 
 from hat.archs.hat_arch import HAT
-from hat.atomic_io import OutputExistsError
-from hat.checkpoint import (
+from hat.weights.atomic_io import OutputExistsError
+from hat.weights.checkpoint import (
     FORMATS,
     CheckpointError,
     infer_config,
@@ -39,7 +39,7 @@ class ConvertError(Exception):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='python -m hat.convert', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m hat.weights.convert', description=__doc__.split('\n\n')[0])
     parser.add_argument('input', help='checkpoint to read (.pth or .safetensors; a training net_g_<iter>.pth works)')
     parser.add_argument('output', help='file to write: NAME.pth (BasicSR layout) or NAME.safetensors')
     parser.add_argument('--param-key', default=None,
@@ -112,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         overrides = None
         if args.config:
-            from hat.upscaler import network_options
+            from hat.inference.upscaler import network_options
 
             overrides = network_options(args.config)
         done = convert(args.input, args.output, args.param_key, DTYPES[args.dtype], overrides, args.overwrite)

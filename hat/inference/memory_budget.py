@@ -37,7 +37,7 @@ from typing import Optional
 import torch
 
 from hat.archs.banded import MemoryLayout, body_band_rows, head_band_rows, memory_layout
-from hat.available_memory import host_available_memory
+from hat.inference.available_memory import host_available_memory
 
 #: Fraction of free GPU memory a tile may plan to use (leaves room for the caching
 #: allocator's fragmentation and cuDNN workspaces; out-of-memory still halves the tile).
@@ -114,7 +114,7 @@ def tile_bytes(model: torch.nn.Module, h: int, w: int, float_bytes: float, tta: 
 
 def available_memory(device: torch.device) -> int:
     """Bytes free for activations on ``device``: free GPU memory, or what the host, its container
-    (cgroup) and the process's ulimits still allow (``hat.available_memory``)."""
+    (cgroup) and the process's ulimits still allow (``hat.inference.available_memory``)."""
     if device.type == 'cuda':
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)

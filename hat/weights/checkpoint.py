@@ -7,7 +7,7 @@ Two file formats are read, recognised by their content rather than their name:
 - ``.safetensors``: one network's tensors (what model zoos, chaiNNer and ComfyUI share), with
   the HAT config in its metadata when ``hat`` wrote it, so the variant needs no guessing.
 
-Files ``hat`` writes (``save_weights``, ``python -m hat.convert``, training with
+Files ``hat`` writes (``save_weights``, ``python -m hat.weights.convert``, training with
 ``path: {network_format: safetensors}``) load in BasicSR, the original release and spandrel.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ import torch
 
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
-from hat.atomic_io import atomic_torch_save, atomic_write_bytes
+from hat.problems import Problem, ProblemsError
+from hat.weights.atomic_io import atomic_torch_save, atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
 PathLike = Union[str, os.PathLike]
@@ -214,7 +215,11 @@ def _read_safetensors(path: str) -> tuple[StateDict, dict[str, str]]:
     """Tensors and metadata of a safetensors file, after checking its header against the file's size."""
     size = os.path.getsize(path)
     with open(path, 'rb') as handle:
-        (header_size,) = struct.unpack('<Q', handle.read(8))
+        start = handle.read(8)
+        if len(start) < 8:
+            raise CheckpointError(f'{path!r} is truncated: {size} bytes, shorter than the 8-byte size that starts '
+                                  'every safetensors file; fetch the file again')
+        (header_size,) = struct.unpack('<Q', start)
         if header_size > min(size - 8, _MAX_HEADER):
             raise CheckpointError(f'{path!r} is truncated or damaged: its safetensors header says it is '
                                   f'{header_size} bytes long, but the file has {size} bytes; fetch the file again')
@@ -260,7 +265,7 @@ def _checked_config(config: Any, path: str) -> Optional[dict[str, Any]]:
     if not isinstance(config, Mapping) or not set(config) <= known:
         extra = sorted(set(config) - known) if isinstance(config, Mapping) else type(config).__name__
         raise CheckpointError(f'{path!r} records a {CONFIG_KEY!r} that is not a HAT config ({extra}); '
-                              'convert the weights again with python -m hat.convert')
+                              'convert the weights again with python -m hat.weights.convert')
     return dict(config)
 
 
@@ -321,7 +326,7 @@ def network_format(opt: Mapping[str, Any]) -> str:
     """The format training writes networks in: ``path: {network_format: pth|safetensors}`` (default pth)."""
     fmt = (opt.get('path') or {}).get('network_format') or 'pth'
     if fmt not in FORMATS:
-        raise ValueError(f'path: network_format is {fmt!r}; use pth (BasicSR\'s default) or safetensors')
+        raise ProblemsError([Problem('path', f"network_format is {fmt!r}; use pth (BasicSR's default) or safetensors")])
     return fmt
 
 

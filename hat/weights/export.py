@@ -1,4 +1,4 @@
-"""Export a HAT checkpoint to ONNX with dynamic batch, height and width: ``python -m hat.export``.
+"""Export a HAT checkpoint to ONNX with dynamic batch, height and width: ``python -m hat.weights.export``.
 
 The exported graph does what ``HAT.forward`` does: reflect-pads the input to a multiple of
 the window, runs the network and crops. It is traced with ``torch.export`` (the dynamo
@@ -8,7 +8,7 @@ After writing, the model is run with onnxruntime, when installed, on a few input
 compared with PyTorch (max abs difference <= 1e-4). Needs ``pip install onnx onnxscript``
 (and ``onnxruntime`` for the check).
 
-    python -m hat.export --weights HAT_SRx4.pth --output hat_x4.onnx
+    python -m hat.weights.export --weights HAT_SRx4.pth --output hat_x4.onnx
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from hat.archs.hat_arch import HAT, pad_to_multiple
-from hat.checkpoint import load_hat
-from hat.image_io import write_bytes_atomic
+from hat.inference.image_io import write_bytes_atomic
+from hat.weights.checkpoint import load_hat
 
 #: Oldest opset accepted; 18 is the dynamo exporter's default.
 MIN_OPSET = 17
@@ -100,7 +100,7 @@ def check_sizes(net: HAT) -> list[tuple[int, int]]:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='python -m hat.export', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m hat.weights.export', description=__doc__.split('\n\n')[0])
     parser.add_argument('--weights', type=Path, required=True,
                         help='HAT checkpoint (.pth or .safetensors: params_ema, params or a bare state_dict)')
     parser.add_argument('--output', type=Path, required=True, help='ONNX file to write')

@@ -23,10 +23,10 @@ import torch
 import yaml
 
 from hat.archs.banded import banded_view
-from hat.checkpoint import load_hat
-from hat.memory_budget import bytes_per_float, largest_tile, memory_budget, tile_bytes
-from hat.precision import PRECISIONS, auto_precision, precision_name
-from hat.tiling import TileOutOfMemoryError, count_tiles, tiled_forward
+from hat.inference.memory_budget import bytes_per_float, largest_tile, memory_budget, tile_bytes
+from hat.inference.precision import PRECISIONS, auto_precision, precision_name
+from hat.inference.tiling import TileOutOfMemoryError, count_tiles, tiled_forward
+from hat.weights.checkpoint import load_hat
 
 PathLike = Union[str, os.PathLike]
 
@@ -66,7 +66,7 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
 
 
 def choose_precision(precision: Union[str, torch.dtype], device: torch.device) -> str:
-    """The precision name to run on ``device``: ``'auto'`` resolved (:func:`hat.precision.auto_precision`),
+    """The precision name to run on ``device``: ``'auto'`` resolved (:func:`hat.inference.precision.auto_precision`),
     others checked; fp16 on CPU and bf16 on GPUs without it are refused with the alternatives."""
     if _is_auto(precision):
         return auto_precision(device)

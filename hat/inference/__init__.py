@@ -1,0 +1,1 @@
+"""Inference: the tiled, memory-planned upscaler, its command line (``hat-upscale``), precision and image I/O."""

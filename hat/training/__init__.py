@@ -1,0 +1,1 @@
+"""Training support: pre-flight, BasicSR patches and compatibility, resume, the experiment lock, rank failures."""

@@ -1,0 +1,1 @@
+"""Weights: reading, converting, exporting and atomically writing HAT checkpoints."""
