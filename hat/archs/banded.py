@@ -118,7 +118,7 @@ def forward_padded_in_bands(model: HAT, x: torch.Tensor, band_tokens: int) -> to
         raise RuntimeError('banded inference (HAT.set_banded) runs in eval mode without autograd: call model.eval() '
                            'and run under torch.no_grad(), or model.set_banded(None) to train or take gradients')
     b, _, h, w = x.shape
-    mean = model.mean.to(x.dtype).view(1, -1, 1, 1)
+    mean = model.mean.to(x.dtype).view(1, -1, 1, 1)  # (1, in_chans, 1, 1)
     x = (x - mean) * model.img_range
     rows = body_band_rows(band_tokens, b, w, model.window_size)
     # The shallow features are recomputed for the long skip instead of being kept through the body
@@ -156,7 +156,7 @@ def hab_in_bands(hab: HAB, x: torch.Tensor, x_size: tuple[int, int], ctx: Attent
     """``hab(x, x_size, ctx)`` whose output (a new tensor) is the only full-size map made: the conv
     branch, the attention (shifted bands wrap around the image) and the MLP add into it band by band."""
     (h, w), (b, _, c), s = x_size, x.shape, hab.shift_size
-    image = x.view(b, h, w, c)
+    image = x.view(b, h, w, c)  # tokens (b, h*w, c) as an image
 
     def normed(r0: int, r1: int) -> torch.Tensor:
         return stream_layer_norm(hab.norm1, wrapped_rows(image, r0, r1), ctx.dtype)  # (b, r1 - r0, w, c)
@@ -176,7 +176,7 @@ def hab_in_bands(hab: HAB, x: torch.Tensor, x_size: tuple[int, int], ctx: Attent
             band = torch.roll(band, shifts=s, dims=2)
         add_wrapped_rows_(out, r0 + s, band)
     add_mlp_in_bands_(out, hab.norm2, hab.mlp, ctx.dtype, rows)
-    return out.view(b, h * w, c)
+    return out.view(b, h * w, c)  # back to tokens
 
 
 def cab_in_bands(cab: CAB, rows_of: Callable[[int, int], torch.Tensor], out: torch.Tensor, scale: float,
@@ -217,7 +217,7 @@ def ocab_in_bands(ocab: OCAB, x: torch.Tensor, x_size: tuple[int, int], ctx: Att
     """``ocab(x, x_size, ctx)`` with queries, keys and values made for one band of window rows at a time
     (keys/values with the enlargement's rows above and below)."""
     (h, w), (b, _, c) = x_size, x.shape
-    image = x.view(b, h, w, c)
+    image = x.view(b, h, w, c)  # tokens (b, h*w, c) as an image
     p = (ctx.overlap_size - ctx.window_size) // 2
     weight, bias = ocab.qkv_projection()
     width = weight.shape[0] // 3
@@ -233,7 +233,7 @@ def ocab_in_bands(ocab: OCAB, x: torch.Tensor, x_size: tuple[int, int], ctx: Att
         del q, kv
         torch.add(image[:, r0:r1], ocab.proj(attn_x), out=out[:, r0:r1])
     add_mlp_in_bands_(out, ocab.norm2, ocab.mlp, ctx.dtype, rows)
-    return out.view(b, h * w, c)
+    return out.view(b, h * w, c)  # back to tokens
 
 
 def reconstruct_in_bands(model: HAT, x: torch.Tensor, mean: torch.Tensor, band_rows: int) -> torch.Tensor:

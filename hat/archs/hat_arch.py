@@ -57,14 +57,14 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """Split ``(b, h, w, c)`` into ``(b * num_windows, window_size, window_size, c)``, row-major windows."""
     b, h, w, c = x.shape
     x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)  # (b, nh, ws, nw, ws, c)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c)  # (b*nh*nw, ws, ws, c)
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, h: int, w: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``(b * num_windows, ws, ws, c)`` back to ``(b, h, w, c)``."""
     c = windows.shape[-1]
     x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)  # (b, nh, nw, ws, ws, c)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, h, w, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, h, w, c)  # (b, nh, ws, nw, ws, c) -> (b, h, w, c)
 
 
 def unfold_windows(padded: torch.Tensor, window_size: int, overlap_size: int) -> torch.Tensor:
@@ -72,7 +72,7 @@ def unfold_windows(padded: torch.Tensor, window_size: int, overlap_size: int) ->
     image padded by the enlargement ``p`` on every side; ordered like :func:`window_partition`."""
     c = padded.shape[-1]
     patches = padded.unfold(1, overlap_size, window_size).unfold(2, overlap_size, window_size)  # (b, nh, nw, c, o, o)
-    return patches.permute(0, 1, 2, 4, 5, 3).reshape(-1, overlap_size * overlap_size, c)
+    return patches.permute(0, 1, 2, 4, 5, 3).reshape(-1, overlap_size * overlap_size, c)  # (b*nh*nw, o*o, c)
 
 
 def relative_position_index_sa(window_size: int) -> torch.Tensor:
@@ -117,7 +117,7 @@ def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Relative position bias ``(heads, queries, keys)`` from a ``(entries, heads)`` table (negative
     indices wrap around the table, as with the original's advanced indexing)."""
     nq, nk = index.shape
-    return table.t().index_select(1, index.reshape(-1) % table.shape[0]).view(-1, nq, nk)
+    return table.t().index_select(1, index.reshape(-1) % table.shape[0]).view(-1, nq, nk)  # (heads, nq, nk)
 
 
 def window_runs(count: int, masked_last: bool) -> list[tuple[int, int, bool]]:
@@ -187,7 +187,7 @@ class WindowAttention(nn.Module):
         kd = kernel_head_dim(d, self.fused_attn)
         rows, cols = window_runs(h // ws, shifted and bottom), window_runs(w // ws, shifted)
         grid = x.view(b, h // ws, ws, w // ws, ws, c)  # (b, nh, ws, nw, ws, c)
-        groups = [grid[:, r0:r1, :, c0:c1].permute(0, 1, 3, 2, 4, 5).reshape(-1, n, c)
+        groups = [grid[:, r0:r1, :, c0:c1].permute(0, 1, 3, 2, 4, 5).reshape(-1, n, c)  # (b*rows*cols, N, c)
                   for r0, r1, _ in rows for c0, c1, _ in cols]
         counts = [g.shape[0] for g in groups]
         qkv = F.linear(cat(groups), *padded_projection(self.qkv, 3, heads, kd))  # (b*nW, N, 3*heads*kd)
@@ -204,7 +204,7 @@ class WindowAttention(nn.Module):
         parts = iter(out)
         bands = [cat([next(parts).view(b, r1 - r0, c1 - c0, ws, ws, c) for c0, c1, _ in cols], dim=2)
                  for r0, r1, _ in rows]  # each (b, rows, nw, ws, ws, c)
-        return cat(bands, dim=1).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        return cat(bands, dim=1).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)  # (b, nh, ws, nw, ws, c) -> image
 
 
 class OverlapCrossAttention(nn.Module):
@@ -340,17 +340,17 @@ class HAB(nn.Module):
         """``x``: tokens ``(b, h*w, c)`` of an image of size ``x_size``; same shape out."""
         (h, w), (b, _, c), s = x_size, x.shape, self.shift_size
         shortcut = x
-        x = stream_layer_norm(self.norm1, x, ctx.dtype).view(b, h, w, c)
+        x = stream_layer_norm(self.norm1, x, ctx.dtype).view(b, h, w, c)  # LN(X) as an image
         conv_x = None
         if self.conv_block is not None:
             conv_x = self.conv_block(x.permute(0, 3, 1, 2), self.conv_scale)  # (b, c, h, w)
-            conv_x = conv_x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+            conv_x = conv_x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # tokens (b, h*w, c)
         if s:
             x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
         attn_x = self.attn(x, ctx, shifted=bool(s))  # (b, h, w, c)
         if s:
             attn_x = torch.roll(attn_x, shifts=(s, s), dims=(1, 2))
-        x = shortcut + self.drop_path(attn_x.reshape(b, h * w, c))
+        x = shortcut + self.drop_path(attn_x.reshape(b, h * w, c))  # tokens (b, h*w, c)
         if conv_x is not None:
             x = x + conv_x
         return x + self.drop_path(self.mlp(stream_layer_norm(self.norm2, x, ctx.dtype)))
@@ -384,10 +384,11 @@ class OCAB(nn.Module):
         """``x``: tokens ``(b, h*w, c)`` of an image of size ``x_size``; same shape out."""
         (h, w), (b, _, c) = x_size, x.shape
         p = (ctx.overlap_size - ctx.window_size) // 2
-        qkv = F.linear(stream_layer_norm(self.norm1, x, ctx.dtype), *self.qkv_projection()).view(b, h, w, -1)
+        qkv = F.linear(stream_layer_norm(self.norm1, x, ctx.dtype), *self.qkv_projection())
+        qkv = qkv.view(b, h, w, -1)  # (b, h, w, 3 * heads * kd)
         q, kv = qkv.split([qkv.shape[-1] // 3, 2 * qkv.shape[-1] // 3], dim=-1)  # (b, h, w, heads*kd), (.., 2*..)
         attn_x = self.attention(q, F.pad(kv, (0, 0, p, p, p, p)), self.relative_position_bias_table, ctx)
-        x = self.proj(attn_x.reshape(b, h * w, c)) + x
+        x = self.proj(attn_x.reshape(b, h * w, c)) + x  # tokens (b, h*w, c)
         return x + self.mlp(stream_layer_norm(self.norm2, x, ctx.dtype))
 
 
@@ -707,7 +708,7 @@ class HAT(nn.Module):
     def unembed(self, tokens: torch.Tensor, x_size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         """Body tokens ``(b, h*w, c)`` to a normalised feature map ``(b, c, h, w)`` in ``dtype``."""
         tokens = stream_layer_norm(self.norm, tokens, dtype)
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], self.embed_dim, *x_size)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], self.embed_dim, *x_size)  # (b, c, h, w)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep feature extraction: the RHAGs on ``(b, embed_dim, h, w)``, sides multiples of the window."""
@@ -720,7 +721,7 @@ class HAT(nn.Module):
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """The network on an input whose sides are multiples of ``window_size``; output not cropped."""
-        mean = self.mean.to(x.dtype).view(1, -1, 1, 1)
+        mean = self.mean.to(x.dtype).view(1, -1, 1, 1)  # (1, in_chans, 1, 1)
         x = (x - mean) * self.img_range
         x = self.conv_first(x)  # 1. shallow features
         x = self.conv_after_body(self.forward_features(x)) + x  # 2. deep features, long skip

@@ -33,7 +33,7 @@ def padded_projection(
     # (parts, heads, d, in) -> (parts, heads, kernel_d, in) -> (parts * heads * kernel_d, in)
     weight = F.pad(weight.view(parts, heads, d, -1), (0, 0, 0, kernel_d - d)).view(parts * heads * kernel_d, -1)
     if bias is not None:
-        bias = F.pad(bias.view(parts, heads, d), (0, kernel_d - d)).view(-1)
+        bias = F.pad(bias.view(parts, heads, d), (0, kernel_d - d)).view(-1)  # (parts * heads * kernel_d,)
     return weight, bias
 
 
