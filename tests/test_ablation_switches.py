@@ -10,22 +10,13 @@ from basicsr.archs import build_network
 
 from hat import HAT, load_hat
 from hat.archs.hat_presets import PRESETS
+from hat.scripts import ablation_demo
 from hat.training import preflight
 from hat.weights.checkpoint import save_weights
 from tests.conftest import REPO_ROOT, TINY_CONFIG, sample_photo, to_tensor
 
-VARIANTS = {
-    'published': {},
-    'wo_OCAB': {'use_ocab': False},
-    'wo_CAB': {'use_cab': False},
-    'wo_OCAB_CAB': {'use_ocab': False, 'use_cab': False},
-    'wo_CA': {'use_channel_attention': False},
-    'conv_scale_0': {'conv_scale': 0.0},
-    'conv_scale_1': {'conv_scale': 1.0},
-    'overlap_0': {'overlap_ratio': 0.0},
-    'overlap_0.25': {'overlap_ratio': 0.25, 'window_size': 16, 'img_size': 32},
-    'window_16': {'window_size': 16, 'img_size': 32},
-}
+#: The paper's switches, as the demo command names them.
+VARIANTS = ablation_demo.VARIANTS
 
 
 def keys(**overrides) -> set[str]:
