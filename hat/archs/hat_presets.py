@@ -32,14 +32,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     for scale in (2, 3, 4)
 }
 
-#: Parameter counts of the published layouts (from the original implementation).
-PUBLISHED_NUM_PARAMS: dict[str, int] = {
-    'HAT-S_SRx2': 9_473_471, 'HAT-S_SRx3': 9_658_111, 'HAT-S_SRx4': 9_621_183,
-    'HAT_SRx2': 20_624_795, 'HAT_SRx3': 20_809_435, 'HAT_SRx4': 20_772_507,
-    'HAT-L_SRx2': 40_698_863, 'HAT-L_SRx3': 40_883_503, 'HAT-L_SRx4': 40_846_575,
-}
-
-
 def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
     """Constructor arguments for ``name`` (``'HAT_SRx4'`` or a family ``'HAT'``), with overrides."""
     if name in PRESETS:
