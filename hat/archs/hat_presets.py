@@ -9,7 +9,7 @@ from typing import Any
 
 from hat.archs.hat_arch import HAT
 
-#: Settings that weights do not record, as every published variant has them; ``hat.checkpoint``
+#: Settings that weights do not record, as every published variant has them; ``hat.weights.checkpoint``
 #: fills them in when it rebuilds a network from its weights alone.
 UNRECORDED_DEFAULTS: dict[str, Any] = dict(img_size=64, conv_scale=0.01, img_range=1.0, upsampler='pixelshuffle')
 
