@@ -1,9 +1,9 @@
 """How much memory HAT inference needs, and the largest tile that fits a budget (``--tile auto``).
 
-The network describes itself through ``HAT.memory_layout`` (widths, window, scale, attention
+The network describes itself through ``hat.archs.banded.memory_layout`` (widths, window, scale, attention
 path, band size) and ``HAT.padded_size``; this module turns that into bytes. Two regimes:
 
-**Banded inference** (the default without autograd: fused attention, ``band_tokens`` set). The
+**Banded inference** (``HAT.set_banded``: ``band_tokens`` set). The
 body keeps ``BODY_MAPS`` full-size ``embed_dim``-wide maps (the long skip, the group's input,
 the stream and the block's output) plus temporaries for one band of whole window rows; the
 reconstruction head then keeps the body's output and the preallocated output image plus one
@@ -13,11 +13,11 @@ band of its ``upscale**2``-times larger maps. Per padded ``h x w`` input, in flo
     head = h*w * (embed_dim + 2 * in_chans * scale**2) + head_band_px * HEAD_FLOATS * head_features * scale**2
     peak = max(body, head)
 
-with ``band_px = band_rows * w`` (``HAT.band_rows``) and ``head_band_px`` the head's band of
+with ``band_px = band_rows * w`` (``banded.body_band_rows``) and ``head_band_px`` the head's band of
 rows (``2 * band_tokens / w``) plus its halo. At x4 the head's peak is the last upsampling
 conv's 256-channel output next to its pixel-shuffled copy (``2 * 64 * 16`` floats per pixel).
 
-**Whole-image inference** (explicit attention, or ``band_tokens=None``): every layer runs on
+**Whole-image inference** (``band_tokens=None``): every layer runs on
 the whole image; per padded input pixel the peak is the larger of the body's and the head's::
 
     body = WHOLE_MAPS * embed_dim + (2.25 * heads * ows**2 if explicit)
@@ -36,7 +36,7 @@ from typing import Optional
 
 import torch
 
-from hat.archs.hat_arch import MemoryLayout, body_band_rows, head_band_rows
+from hat.archs.banded import MemoryLayout, body_band_rows, head_band_rows, memory_layout
 from hat.inference.available_memory import host_available_memory
 
 #: Fraction of free GPU memory a tile may plan to use (leaves room for the caching
@@ -63,7 +63,8 @@ def banded_floats(layout: MemoryLayout, h: int, w: int) -> float:
     """Peak floats of banded inference on a padded ``h x w`` input (batch 1)."""
     c, scale, ws = layout.embed_dim, layout.upscale, layout.window_size
     band_rows = body_band_rows(layout.band_tokens, 1, w, ws)
-    body = h * w * BODY_MAPS * c + min(band_rows, h) * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden)
+    scores = 0 if layout.fused else 2.25 * layout.num_heads * layout.overlap_size ** 2  # explicit attention
+    body = h * w * BODY_MAPS * c + min(band_rows, h) * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden + scores)
     head_rows = min(head_band_rows(layout.band_tokens, 1, w) + 2, h)
     head = (h * w * (c + 2 * layout.in_chans * scale ** 2)
             + head_rows * w * HEAD_FLOATS * layout.head_features * scale ** 2)
@@ -80,9 +81,9 @@ def whole_image_floats(layout: MemoryLayout, h: int, w: int) -> float:
 
 def forward_floats(model: torch.nn.Module, h: int, w: int) -> float:
     """Peak floats of one inference forward of ``model`` on an ``h x w`` input (padded to the window)."""
-    layout = model.memory_layout
+    layout = memory_layout(model)
     h, w = model.padded_size(h, w)
-    if layout.fused and layout.band_tokens is not None:
+    if layout.band_tokens is not None:
         return banded_floats(layout, h, w)
     return whole_image_floats(layout, h, w)
 

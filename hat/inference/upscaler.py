@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import yaml
 
+from hat.archs.banded import banded_view
 from hat.inference.memory_budget import bytes_per_float, largest_tile, memory_budget, tile_bytes
 from hat.inference.precision import PRECISIONS, auto_precision, precision_name
 from hat.inference.tiling import TileOutOfMemoryError, count_tiles, tiled_forward
@@ -141,9 +142,10 @@ class Upscaler:
         self.tile_pad = tile_pad
         self.tta = tta
         if isinstance(checkpoint, torch.nn.Module):
-            self.model = checkpoint.eval().to(self.device)
+            model = checkpoint.eval().to(self.device)
         else:
-            self.model = load_hat(checkpoint, device=self.device, **network_options(config))
+            model = load_hat(checkpoint, device=self.device, **network_options(config))
+        self.model = banded_view(model)  # memory-bounded inference (hat.archs.banded), as memory_budget plans it
         self.scale = int(self.model.upscale)
         self.window_size = int(self.model.window_size)
         self.in_chans = int(self.model.in_chans)

@@ -9,6 +9,7 @@ errors for a missing file or one that holds another variant.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
@@ -19,8 +20,10 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 
+from hat.archs.banded import banded_inference
 from hat.archs.hat_arch import HAT
 from hat.inference.tiling import tiled_forward
+from hat.models.per_image_metrics import PerImageValidation
 from hat.models.train_step import TrainStepMixin
 from hat.weights.atomic_io import atomic_torch_save
 
@@ -38,9 +41,10 @@ def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @MODEL_REGISTRY.register()
-class HATModel(TrainStepMixin, SRModel):
+class HATModel(PerImageValidation, TrainStepMixin, SRModel):
     """SR model for HAT; validation and testing take any image size, and tiles if ``tile`` is set.
 
+    Validation and testing also write every image's metrics (hat.models.per_image_metrics).
     Training switches (``train``: ``use_amp``, ``amp_dtype``, ``accum_iter``, ``grad_clip``, ``ema_power``) are
     described in hat.models.train_switches.
     """
@@ -54,7 +58,7 @@ class HATModel(TrainStepMixin, SRModel):
         net = self.get_bare_model(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g)
         was_training = net.training
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), banded_inference(net) if isinstance(net, HAT) else contextlib.nullcontext():
             self.output = super_resolve(net, self.lq, self.opt['scale'], self.opt.get('tile'))
         net.train(was_training)
 

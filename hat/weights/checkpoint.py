@@ -25,6 +25,7 @@ import torch
 
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
+from hat.problems import Problem, ProblemsError
 from hat.weights.atomic_io import atomic_torch_save, atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
@@ -214,7 +215,11 @@ def _read_safetensors(path: str) -> tuple[StateDict, dict[str, str]]:
     """Tensors and metadata of a safetensors file, after checking its header against the file's size."""
     size = os.path.getsize(path)
     with open(path, 'rb') as handle:
-        (header_size,) = struct.unpack('<Q', handle.read(8))
+        start = handle.read(8)
+        if len(start) < 8:
+            raise CheckpointError(f'{path!r} is truncated: {size} bytes, shorter than the 8-byte size that starts '
+                                  'every safetensors file; fetch the file again')
+        (header_size,) = struct.unpack('<Q', start)
         if header_size > min(size - 8, _MAX_HEADER):
             raise CheckpointError(f'{path!r} is truncated or damaged: its safetensors header says it is '
                                   f'{header_size} bytes long, but the file has {size} bytes; fetch the file again')
@@ -321,7 +326,7 @@ def network_format(opt: Mapping[str, Any]) -> str:
     """The format training writes networks in: ``path: {network_format: pth|safetensors}`` (default pth)."""
     fmt = (opt.get('path') or {}).get('network_format') or 'pth'
     if fmt not in FORMATS:
-        raise ValueError(f'path: network_format is {fmt!r}; use pth (BasicSR\'s default) or safetensors')
+        raise ProblemsError([Problem('path', f"network_format is {fmt!r}; use pth (BasicSR's default) or safetensors")])
     return fmt
 
 
@@ -503,9 +508,11 @@ def load_hat(
     source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
     device: Union[str, torch.device] = 'cpu',
     param_key: Optional[str] = None,
+    band_tokens: Optional[int] = None,
     **overrides: Any,
 ) -> HAT:
-    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode.
+    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode;
+    ``band_tokens`` (e.g. ``hat.archs.banded.BAND_TOKENS``) sets memory-bounded inference (``HAT.set_banded``).
 
     The HAT config comes from the file where ``hat`` recorded it, else from the weights' shapes.
     ``overrides`` replace it, e.g. ``img_range=255.`` or ``conv_scale=...`` for checkpoints
@@ -517,10 +524,12 @@ def load_hat(
         checkpoint = read_checkpoint(source, param_key)
         state_dict, recorded, where = checkpoint.state_dict, checkpoint.config, checkpoint.path
     if recorded is None:
-        return load_weights(HAT(**{**infer_config(state_dict), **overrides}), state_dict).eval().to(device)
-    try:
-        model = load_weights(HAT(**{**recorded, **overrides}), state_dict)
-    except (CheckpointError, TypeError, ValueError) as error:
-        raise CheckpointError(f'the HAT config recorded in {where!r} ({CONFIG_KEY}) does not fit its weights: '
-                              f'{error}') from error
+        model = load_weights(HAT(**{**infer_config(state_dict), **overrides}), state_dict)
+    else:
+        try:
+            model = load_weights(HAT(**{**recorded, **overrides}), state_dict)
+        except (CheckpointError, TypeError, ValueError) as error:
+            raise CheckpointError(f'the HAT config recorded in {where!r} ({CONFIG_KEY}) does not fit its weights: '
+                                  f'{error}') from error
+    model.set_banded(band_tokens)
     return model.eval().to(device)
