@@ -1,8 +1,9 @@
-"""The memory model of hat.inference.memory_budget against the memory a forward really allocates."""
+"""The memory model of hat.inference.plan against the memory a forward really allocates."""
 import pytest
 import torch
 
-from hat import HAT, memory_budget
+from hat import HAT
+from hat.inference.plan import TilePlan
 from tests.conftest import TINY_CONFIG
 
 #: Wide enough for several bands of window rows at ``band_tokens=1024``; x4 so the head matters.
@@ -31,7 +32,7 @@ def test_model_is_within_20_percent_of_the_measured_peak(band_tokens, fused, siz
     with torch.inference_mode():
         model(x[..., :16, :16])  # warm-up
         measured = allocated_peak(lambda: model(x))
-    predicted = memory_budget.tile_bytes(model, *size, memory_budget.bytes_per_float(torch.float32, x.device))
+    predicted = TilePlan(model, x.device).tile_bytes(*size)
     assert 0.8 <= predicted / measured <= 1.2, (predicted / 2 ** 20, measured / 2 ** 20)
 
 

@@ -40,9 +40,9 @@ from hat.inference.image_io import (
     read_image,
     write_image,
 )
+from hat.inference.plan import NotEnoughMemoryError, TileOutOfMemoryError
 from hat.inference.precision import PRECISIONS
-from hat.inference.tiling import TileOutOfMemoryError
-from hat.inference.upscaler import NonFiniteOutputError, NotEnoughMemoryError, Upscaler
+from hat.inference.upscaler import NonFiniteOutputError, Upscaler
 from hat.weights.atomic_io import OutputExistsError, remove_stale_temp_files
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 128 + signal.SIGTERM
