@@ -61,7 +61,7 @@ import resource, torch
 from hat.inference import plan
 used = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2 ** 20, resource.RLIM_INFINITY))
-print(plan.available_memory(torch.device('cpu')) / 2 ** 20)
+print(plan.memory_budget(torch.device('cpu')) / plan.CPU_BUDGET_FRACTION / 2 ** 20)
 '''
     result = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=120)

@@ -210,7 +210,7 @@ def test_memory_model_grows_with_pixels_and_picks_the_largest_fitting_tile(noisy
     assert fp32.largest_tile(1000, 1000, budget) == 120 - 2 * 16 - 2 * 8
     assert fp32.largest_tile(100, 100, budget) is None
     assert fp32.largest_tile(1000, 1000, 1.0) == 8
-    assert plan.available_memory(cpu) > 0
+    assert plan.memory_budget(cpu) > 0
 
 
 class OutOfMemoryAbove(torch.nn.Module):

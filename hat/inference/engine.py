@@ -71,25 +71,17 @@ class InferenceEngine:
         for transform in transforms:
             half = contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(self.device.type, dtype)
             with half:
-                out = self.model(_apply(tile, *transform)).float()
-            out = _inverse(out, *transform)
+                out = _dihedral(self.model(_dihedral(tile, *transform)).float(), *transform, inverse=True)
             total = out if total is None else total + out
             if on_pass is not None:
                 on_pass()
         return total / len(transforms)
 
 
-def _apply(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool) -> torch.Tensor:
-    if flip_h:
-        x = x.flip(-2)
-    if flip_w:
-        x = x.flip(-1)
-    return x.transpose(-2, -1) if transpose else x
-
-
-def _inverse(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool) -> torch.Tensor:
-    if transpose:
+def _dihedral(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool, inverse: bool = False) -> torch.Tensor:
+    """One transform of the ensemble (flips, then the transpose) on ``x``, or with ``inverse`` its undoing."""
+    if transpose and inverse:
         x = x.transpose(-2, -1)
-    if flip_w:
-        x = x.flip(-1)
-    return x.flip(-2) if flip_h else x
+    flips = [dim for dim, flip in ((-2, flip_h), (-1, flip_w)) if flip]
+    x = x.flip(flips) if flips else x
+    return x.transpose(-2, -1) if transpose and not inverse else x

@@ -170,32 +170,19 @@ def layout_of(model: torch.nn.Module) -> MemoryLayout:
     return model.memory_layout
 
 
-def banded_floats(layout: MemoryLayout, h: int, w: int) -> float:
-    """Peak floats of banded inference on a padded ``h x w`` input (batch 1)."""
-    c, scale, ws = layout.embed_dim, layout.upscale, layout.window_size
-    band_rows = body_band_rows(layout.band_tokens, 1, w, ws)
-    body = h * w * BODY_MAPS * c + min(band_rows, h) * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden)
-    head_rows = min(head_band_rows(layout.band_tokens, 1, w) + 2, h)
-    head = (h * w * (c + 2 * layout.in_chans * scale ** 2)
-            + head_rows * w * HEAD_FLOATS * layout.head_features * scale ** 2)
-    return max(body, head)
-
-
-def whole_image_floats(layout: MemoryLayout, h: int, w: int) -> float:
-    """Peak floats of whole-image inference on a padded ``h x w`` input (batch 1)."""
-    c, scale = layout.embed_dim, layout.upscale
-    body = WHOLE_MAPS * c + (0 if layout.fused else 2.25 * layout.num_heads * layout.overlap_size ** 2)
-    head = c + 2 * layout.in_chans * scale ** 2 + HEAD_FLOATS * layout.head_features * scale ** 2
-    return h * w * max(body, head)
-
-
 def forward_floats(layout: MemoryLayout, h: int, w: int) -> float:
-    """Peak floats of one inference forward on an ``h x w`` input (padded to the window here)."""
-    ws = layout.window_size
+    """Peak floats of one inference forward (batch 1) on an ``h x w`` input, padded to the window here."""
+    c, scale, ws = layout.embed_dim, layout.upscale, layout.window_size
     h, w = h + window_padding(h, ws), w + window_padding(w, ws)
-    if layout.fused and layout.band_tokens is not None:
-        return banded_floats(layout, h, w)
-    return whole_image_floats(layout, h, w)
+    head_maps = HEAD_FLOATS * layout.head_features * scale ** 2
+    kept = c + 2 * layout.in_chans * scale ** 2  # the body's output and two output-sized images
+    if not layout.fused or layout.band_tokens is None:  # whole-image inference
+        body = WHOLE_MAPS * c + (0 if layout.fused else 2.25 * layout.num_heads * layout.overlap_size ** 2)
+        return h * w * max(body, kept + head_maps)
+    band_rows = min(body_band_rows(layout.band_tokens, 1, w, ws), h)
+    head_rows = min(head_band_rows(layout.band_tokens, 1, w) + 2, h)
+    body = h * w * BODY_MAPS * c + band_rows * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden)
+    return max(body, h * w * kept + head_rows * w * head_maps)
 
 
 def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
@@ -210,19 +197,14 @@ def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
     return 3.0 if device.type == 'cuda' else 6.0
 
 
-def available_memory(device: torch.device) -> int:
-    """Bytes free for activations on ``device``: free GPU memory, or what the host, its container
-    (cgroup) and the process's ulimits still allow (``hat.inference.available_memory``)."""
-    if device.type == 'cuda':
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    return host_available_memory()
-
-
 def memory_budget(device: torch.device) -> int:
-    """Bytes a tile may plan to use on ``device`` (a fraction of what is free now)."""
-    fraction = GPU_BUDGET_FRACTION if device.type == 'cuda' else CPU_BUDGET_FRACTION
-    return int(available_memory(device) * fraction)
+    """Bytes a tile may plan to use on ``device``: a fraction of the free GPU memory (this process's
+    cached blocks included), or of what the host, its container (cgroup) and the process's ulimits
+    still allow (``hat.inference.available_memory``)."""
+    if device.type == 'cuda':
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int((torch.cuda.mem_get_info(device)[0] + cached) * GPU_BUDGET_FRACTION)
+    return int(host_available_memory() * CPU_BUDGET_FRACTION)
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -258,22 +240,20 @@ class TilePlan:
         """The blended float32 result of an ``h x w`` image and its weights (kept on the host)."""
         return (self.in_chans + 1) * h * w * self.scale ** 2 * 4
 
-    def context_side(self, tile: int, side: int) -> int:
-        """Side of a ``tile``'s input with its context (``tile_pad`` past each edge, moved out to windows)."""
-        return min(side, tile + 2 * self.tile_pad + 2 * self.window)
+    def tile_input(self, tile: int, h: int, w: int) -> tuple[int, int]:
+        """Size of a ``tile``'s input in an ``h x w`` image: context reaches ``tile_pad`` past each edge,
+        moved out to windows."""
+        return min(h, tile + 2 * self.tile_pad + 2 * self.window), min(w, tile + 2 * self.tile_pad + 2 * self.window)
 
     def largest_tile(self, h: int, w: int, budget: float) -> Optional[int]:
         """Largest window-multiple tile whose input fits ``budget`` bytes; None when the whole image
         fits; never less than one window (out-of-memory halving handles the rest)."""
         if self.tile_bytes(h, w) <= budget:
             return None
-        best = tile = self.window
-        while tile < max(h, w):
-            if self.tile_bytes(self.context_side(tile, h), self.context_side(tile, w)) > budget:
-                break
-            best = tile
+        tile = self.window
+        while tile + self.window < max(h, w) and self.tile_bytes(*self.tile_input(tile + self.window, h, w)) <= budget:
             tile += self.window
-        return best
+        return tile
 
     def first_tile(self, h: int, w: int) -> Optional[int]:
         """The tile an ``h x w`` image starts with (None: whole image in one pass).
@@ -289,7 +269,7 @@ class TilePlan:
         if self.device.type == 'cpu':
             budget -= self.result_bytes(h, w)  # the blended result lives next to the tiles
         tile = self.largest_tile(h, w, budget)
-        smallest = self.tile_bytes(self.context_side(self.window, h), self.context_side(self.window, w))
+        smallest = self.tile_bytes(*self.tile_input(self.window, h, w))
         if tile is not None and smallest > budget:
             where = 'the host' if self.device.type == 'cpu' else str(self.device)
             raise NotEnoughMemoryError(
