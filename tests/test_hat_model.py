@@ -10,6 +10,7 @@ import torch
 from conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
 
 import hat.models.hat_model as hat_model
+from hat.archs.hat_arch import BAND_TOKENS
 from hat.inference import plan
 from hat.inference.plan import TileOutOfMemoryError
 from hat.inference.upscaler import Upscaler
@@ -117,6 +118,17 @@ def test_out_of_memory_in_validation_halves_the_tile(tmp_path, photo):
     with pytest.raises(TileOutOfMemoryError, match='even a 8px tile does not fit.*tile_size'), \
             pytest.warns(UserWarning, match='retrying'):
         validate(model, photo)
+
+
+def test_validation_chooses_banded_inference_and_gives_the_network_back_as_it_was(tmp_path, photo):
+    model = synth_model(tmp_path)
+    model.net_g.band_tokens = None  # whole image, as training needs it
+    model.net_g.train()
+    seen = []
+    model.net_g.register_forward_pre_hook(lambda net, args: seen.append((net.band_tokens, net.training)))
+    validate(model, photo)
+    assert seen == [(BAND_TOKENS, False)]
+    assert model.net_g.band_tokens is None and model.net_g.training
 
 
 def test_checkpoints_are_written_atomically_and_load_with_weights_only(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Optional, Union
 
 import torch
 
-from hat.archs.hat_arch import MemoryLayout, body_band_rows, head_band_rows, window_padding
+from hat.archs.hat_arch import BAND_TOKENS, MemoryLayout, body_band_rows, head_band_rows, window_padding
 from hat.inference.available_memory import host_available_memory
 
 #: Fraction of free GPU memory a tile may plan to use (the caching allocator's fragmentation and
@@ -165,9 +165,10 @@ def tiled_forward(
 
 
 # ----------------------------------------------------------------------------- memory terms
-def layout_of(model: torch.nn.Module) -> MemoryLayout:
-    """The sizes that decide a forward's memory, as the network reports them (the one place it is read)."""
-    return model.memory_layout
+def layout_of(model: torch.nn.Module, band_tokens: Optional[int]) -> MemoryLayout:
+    """The sizes that decide a forward's memory, as the network reports them (the one place it is read),
+    run in ``band_tokens``-pixel bands (None: whole image)."""
+    return model.memory_layout._replace(band_tokens=band_tokens)
 
 
 def forward_floats(layout: MemoryLayout, h: int, w: int) -> float:
@@ -214,23 +215,26 @@ class TilePlan:
 
     ``tile``: ``'auto'`` (the whole image when it fits the memory budget, else the largest tile that
     does), a size in input pixels (at least one window), or None (the whole image, unplanned).
-    Images and blended results stay on the host; only tiles go to ``device``.
+    Images and blended results stay on the host; only tiles go to ``device``, where the network runs
+    in ``band_tokens``-pixel bands (None: whole tiles).
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32,
-                 tile: TileSpec = 'auto', tile_pad: int = 32, tta: bool = False):
+                 tile: TileSpec = 'auto', tile_pad: int = 32, tta: bool = False,
+                 band_tokens: Optional[int] = BAND_TOKENS):
         if tile is not None and tile != 'auto' and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
             raise ValueError(f"tile must be a positive number of pixels, 'auto' or None; got {tile!r}")
         if tile_pad < 0:
             raise ValueError(f'tile_pad must be >= 0, got {tile_pad}')
         self.model, self.device, self.tile, self.tile_pad, self.tta = model, device, tile, tile_pad, tta
+        self.band_tokens = band_tokens
         self.window, self.scale, self.in_chans = int(model.window_size), int(model.upscale), int(model.in_chans)
         self.float_bytes = bytes_per_float(dtype, device)
 
     def tile_bytes(self, h: int, w: int) -> float:
         """Estimated peak memory of one forward on an ``h x w`` tile (context included; with the x8
         ensemble's running sum and current output)."""
-        floats = forward_floats(layout_of(self.model), h, w)
+        floats = forward_floats(layout_of(self.model, self.band_tokens), h, w)
         if self.tta:
             floats += 2 * (h + window_padding(h, self.window)) * (w + window_padding(w, self.window)) \
                 * self.in_chans * self.scale ** 2
