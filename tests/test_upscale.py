@@ -187,14 +187,14 @@ def test_tiles_match_the_whole_image():
 def test_auto_tile_follows_the_memory_budget(noisy, monkeypatch):
     rgb = sample_photo('astronaut')[100:196, 180:276]
     upscaler = Upscaler(noisy, tile='auto', tile_pad=16, precision='fp32')
-    assert upscaler.plan_tile(96, 96) is None  # plenty of memory: one pass
+    assert upscaler.engine.plan.first_tile(96, 96) is None  # plenty of memory: one pass
     whole = upscaler.upscale(rgb)
     per_pixel = upscaler.engine.plan.tile_bytes(8, 8) / 64
     budget = per_pixel * 80 * 80 + (3 + 1) * 96 * 96 * 4 * 4  # an 80x80 tile and the blended output
     monkeypatch.setattr('hat.inference.plan.memory_budget', lambda device: budget)
-    assert upscaler.plan_tile(96, 96) == 80 - 2 * 16 - 2 * 8
-    assert upscaler.count_passes(96, 96) == 9
-    assert psnr(upscaler.upscale(rgb), whole) >= 45 and upscaler.last_tile == 32
+    assert upscaler.engine.plan.first_tile(96, 96) == 80 - 2 * 16 - 2 * 8
+    assert upscaler.engine.count_passes(96, 96) == 9
+    assert psnr(upscaler.upscale(rgb), whole) >= 45 and upscaler.engine.last_tile == 32
 
 
 def test_memory_model_grows_with_pixels_and_picks_the_largest_fitting_tile(noisy):
@@ -238,7 +238,7 @@ def test_out_of_memory_halves_the_tile_and_carries_on(noisy):
     upscaler = Upscaler(wrapped, tile=None, tile_pad=8, precision='fp32')
     with pytest.warns(UserWarning, match='out of memory'):
         out = upscaler.upscale(rgb)
-    assert upscaler.last_tile == 16 and max(wrapped.sizes) > 1500
+    assert upscaler.engine.last_tile == 16 and max(wrapped.sizes) > 1500
     assert psnr(out, whole) >= 40
     with pytest.raises(RuntimeError, match='does not fit'), pytest.warns(UserWarning, match='retrying'):
         Upscaler(OutOfMemoryAbove(noisy, limit=1), tile=None, tile_pad=0, precision='fp32').upscale(rgb)
@@ -301,7 +301,7 @@ def test_half_precision_on_cuda_matches_fp32(noisy, precision):
     fp32 = Upscaler(noisy, device='cuda', precision='fp32').upscale(rgb)
     assert psnr(Upscaler(noisy, device='cuda', precision=precision).upscale(rgb), fp32) >= 45
     auto = Upscaler(noisy, device='cuda', precision=precision, tile='auto')
-    assert auto.plan_tile(128, 128) is None
+    assert auto.engine.plan.first_tile(128, 128) is None
     assert psnr(auto.upscale(rgb), fp32) >= 45
 
 

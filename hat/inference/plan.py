@@ -5,23 +5,13 @@ context on every side, whose edges are moved out to the window grid (so a tile s
 attention windows as the whole image), and neighbouring outputs are blended with weights that fall
 linearly to zero across the context: no seam is left where tiles meet.
 
-**Memory.** The network describes itself through ``HAT.memory_layout`` (read in :func:`layout_of`
-only). Banded inference (fused attention, ``band_tokens`` set) keeps ``BODY_MAPS`` full-size
-``embed_dim``-wide maps plus temporaries for one band of whole window rows; the reconstruction
-head keeps the body's output and the output image plus one band of its ``upscale**2``-times larger
-maps. Per padded ``h x w`` input, in floats::
-
-    body = h*w * BODY_MAPS * embed_dim + band_px * (BAND_FLOATS * embed_dim + 2 * mlp_hidden)
-    head = h*w * (embed_dim + 2 * in_chans * scale**2) + head_band_px * HEAD_FLOATS * head_features * scale**2
-
-Whole-image inference (explicit attention, or ``band_tokens=None``) per padded pixel::
-
-    body = WHOLE_MAPS * embed_dim + (2.25 * heads * ows**2 if explicit)
-    head = embed_dim + 2 * in_chans * scale**2 + HEAD_FLOATS * head_features * scale**2
-
-and the peak is the larger of the two. The coefficients were fitted to the tensor memory of fp32
-CPU forwards (docs/benchmarks.md) and are checked against a measurement in tests/test_memory_budget.py;
-the budget fractions leave room for the allocator's slack on top.
+**Memory.** :func:`forward_floats` turns what the network reports of itself (``HAT.memory_layout``,
+read in :func:`layout_of` only) into the peak floats of one forward: banded inference keeps a few
+full-size ``embed_dim``-wide maps plus one band's temporaries, then the head's output-sized maps plus
+one band of its ``upscale**2``-times wider ones; whole-image inference keeps every layer's maps at
+once. The coefficients were fitted to the tensor memory of fp32 CPU forwards (docs/benchmarks.md)
+and are checked against a measurement in tests/test_memory_budget.py; the budget fractions leave
+room for the allocator's slack on top.
 """
 from __future__ import annotations
 

@@ -269,7 +269,7 @@ def process(job: Job, upscaler: Upscaler, overwrite: bool, max_pixels: int) -> f
     """Upscale one image and write it; returns its input megapixels. Raises on any failure."""
     image = read_image(job.source, max_pixels=max_pixels)
     h, w = image.shape[:2]
-    passes = upscaler.count_passes(h, w)
+    passes = upscaler.engine.count_passes(h, w)
     with warnings.catch_warnings(record=True) as caught, \
             tqdm(total=passes, desc=job.source.name[:30], unit='pass', position=1, leave=False, file=sys.stderr,
                  disable=passes <= 1) as pass_bar:

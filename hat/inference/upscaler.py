@@ -108,6 +108,9 @@ class Upscaler:
         tta: x8 self-ensemble (flips and transposes, averaged): better, 8x slower.
         config: BasicSR options YAML (path or dict) whose ``network_g`` overrides what the
             weights cannot tell, e.g. ``img_range`` or ``conv_scale``.
+
+    :attr:`engine` runs the network: ``engine.plan.first_tile(h, w)``, ``engine.count_passes(h, w)``
+    and ``engine.last_tile`` say how it runs an image.
     """
 
     def __init__(
@@ -132,18 +135,6 @@ class Upscaler:
         plan = self.engine.plan
         self.scale, self.window_size, self.in_chans = plan.scale, plan.window, plan.in_chans
 
-    def plan_tile(self, h: int, w: int) -> Optional[int]:
-        """The tile size an ``h x w`` image will start with (None: whole image in one pass)."""
-        return self.engine.plan.first_tile(h, w)
-
-    def count_passes(self, h: int, w: int) -> int:
-        """Network passes for an ``h x w`` image at the planned tile (x8 with TTA): a progress total."""
-        return self.engine.count_passes(h, w)
-
-    @property
-    def last_tile(self) -> Optional[int]:
-        """The tile the last image finished with (None: whole image)."""
-        return self.engine.last_tile
 
     # ---------------------------------------------------------------- inference
     def upscale(self, image: np.ndarray, on_pass: Optional[Callable[[], None]] = None) -> np.ndarray:
