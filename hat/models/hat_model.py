@@ -2,10 +2,10 @@
 
 Over SRModel it adds: validation and testing through ``hat.inference.engine`` (any image size,
 planned or ``tile: {tile_size, tile_pad}`` tiles, out-of-memory halving); distributed training on
-CPU (gloo); networks and training states written atomically (temp file, fsync, rename), so a run killed at any
-moment never leaves a truncated checkpoint, as .pth or, with ``path: {network_format: safetensors}``,
-.safetensors; and weights (.pth or .safetensors) read with ``weights_only=True``, with clear
-errors for a missing file or one that holds another variant.
+CPU (gloo); networks and training states written atomically (temp file, fsync, rename), so a run
+killed at any moment never leaves a truncated checkpoint, as .pth or, with ``path: {network_format:
+safetensors}``, .safetensors; and weights (.pth or .safetensors) read with ``weights_only=True``,
+with clear errors for a missing file or one that holds another variant.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @MODEL_REGISTRY.register()
 class HATModel(TrainStepMixin, SRModel):
-    """SR model for HAT; validation and testing run hat-upscale's inference engine (see :meth:`test`).
+    """SR model for HAT; validation and testing take any image size, and tiles if ``tile`` is set.
 
     Training switches (``train``: ``use_amp``, ``amp_dtype``, ``accum_iter``, ``grad_clip``, ``ema_power``) are
     described in hat.models.train_switches.
