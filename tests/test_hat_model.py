@@ -10,9 +10,8 @@ import torch
 from conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
 
 import hat.models.hat_model as hat_model
-from hat.archs.hat_arch import BAND_TOKENS
 from hat.inference import plan
-from hat.inference.plan import TileOutOfMemoryError
+from hat.inference.plan import BAND_TOKENS, TileOutOfMemoryError
 from hat.inference.upscaler import Upscaler
 from hat.models.hat_model import HATModel
 from hat.weights.checkpoint import CheckpointError
