@@ -167,9 +167,9 @@ def forward_floats(layout: MemoryLayout, h: int, w: int) -> float:
     h, w = h + window_padding(h, ws), w + window_padding(w, ws)
     head_maps = HEAD_FLOATS * layout.head_features * scale ** 2
     kept = c + 2 * layout.in_chans * scale ** 2  # the body's output and two output-sized images
-    if not layout.fused or layout.band_tokens is None:  # whole-image inference
-        body = WHOLE_MAPS * c + (0 if layout.fused else 2.25 * layout.num_heads * layout.overlap_size ** 2)
-        return h * w * max(body, kept + head_maps)
+    scores = 0 if layout.fused else 2.25 * layout.num_heads * layout.overlap_size ** 2  # explicit attention
+    if not layout.fused or layout.band_tokens is None:  # whole-image inference (bands need fused attention)
+        return h * w * max(WHOLE_MAPS * c + scores, kept + head_maps)
     band_rows = min(body_band_rows(layout.band_tokens, 1, w, ws), h)
     head_rows = min(head_band_rows(layout.band_tokens, 1, w) + 2, h)
     body = h * w * BODY_MAPS * c + band_rows * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden)
