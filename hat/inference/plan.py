@@ -5,8 +5,8 @@ context on every side, whose edges are moved out to the window grid (so a tile s
 attention windows as the whole image), and neighbouring outputs are blended with weights that fall
 linearly to zero across the context: no seam is left where tiles meet.
 
-**Memory.** :func:`forward_floats` turns what the network reports of itself (``HAT.memory_layout``,
-read in :func:`layout_of` only) into the peak floats of one forward: banded inference keeps a few
+**Memory.** :func:`forward_floats` turns the sizes the network reports (its memory layout, read in
+:func:`layout_of` only) into the peak floats of one forward: banded inference keeps a few
 full-size ``embed_dim``-wide maps plus one band's temporaries, then the head's output-sized maps plus
 one band of its ``upscale**2``-times wider ones; whole-image inference keeps every layer's maps at
 once. The coefficients were fitted to the tensor memory of fp32 CPU forwards (docs/benchmarks.md)
