@@ -56,8 +56,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import hat  # noqa: F401  (registers HAT)
 from hat.archs.hat_arch import HAT
 from hat.archs.hat_presets import preset_config
-from hat.inference.precision import PRECISIONS as DTYPES
 from hat.inference.plan import is_out_of_memory, tiled_forward
+from hat.inference.precision import PRECISIONS as DTYPES
 
 MODES = ('forward', 'train', 'tiled')
 ATTENTIONS = ('original', 'explicit', 'fused')
