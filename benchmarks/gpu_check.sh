@@ -52,7 +52,7 @@ WHEELS="if compgen -G '$ROOT/.whl/*.whl' > /dev/null; then $PY -m pip install -q
 # name | time limit (s) | command; in order of importance, as the budget may run out (compile is slowest)
 STEPS=(
     "setup|90|$WHEELS && $PY -c 'import torch, basicsr, hat; print(torch.__version__, torch.cuda.get_device_name())'"
-    "cuda-tests|150|cd $ROOT && $PY -m pytest -m cuda -q -p no:cacheprovider \$(grep -l 'pytest.mark.cuda' tests/test_*.py)"
+    "cuda-tests|150|cd $ROOT && $PY -m pytest -m cuda -q -p no:cacheprovider tests"
     "forward|200|$BENCH --models HAT-S HAT HAT-L --sizes 64 256 --modes forward --warmup 2 --repeat 5 --variants original:fp32 explicit:fp32 fused:fp32 fused:bf16 fused:fp16 --json $WORK/forward.json --markdown $WORK/forward.md"
     "memory|150|$PY $ROOT/benchmarks/bench_memory.py --device cuda --cases HAT:4:256 HAT-L:2:256 HAT:4:512 --variants original:fp32 fused:fp32 fused:bf16 --json $WORK/memory.json --markdown $WORK/memory.md"
     "train|90|$BENCH --models HAT --sizes 64 --batch 4 --modes train --warmup 2 --repeat 5 --variants fused:fp32 fused:bf16 fused:fp16 fused:bf16:ckpt --json $WORK/train.json --markdown $WORK/train.md"

@@ -2,15 +2,20 @@
 dataset's ``bad_image`` says; validation images are all decoded before a run starts."""
 from __future__ import annotations
 
+import gc
 import re
+import types
 from pathlib import Path
 
 import lmdb
 import pytest
+from test_atomic_io import open_descriptors
 from test_train_support import run, tiny_options, write_options, write_photos
+from torch.utils.data import DataLoader, Dataset
 
-from hat.data.bad_images import BadImageError, build_dataset
-from hat.data.checks import check_options
+from hat.data import bad_images
+from hat.data.bad_images import BadImageError, SkipLog, build_dataset, guarded_datasets
+from hat.data.checks import dataset_problems
 from hat.scripts import make_lmdb
 
 
@@ -52,6 +57,43 @@ def test_skip_takes_another_sample_and_says_which_file_was_skipped(photos, caplo
     assert dataset.opt['name'] == 'photos'  # basicsr's loops see the dataset they built
 
 
+class ForkProbe(Dataset):
+    """A guarded dataset's samples, each with whether the skip log's thread was stopped when this worker forked."""
+
+    def __init__(self, dataset, log: SkipLog):
+        self.dataset, self.log = dataset, log
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[str, bool]:
+        return self.dataset[index]['gt_path'], self.log._thread is None  # the parent's state at the fork
+
+
+def test_worker_skips_are_logged_with_no_thread_across_the_fork_and_no_descriptor_left_open(photos, monkeypatch):
+    """Loader workers are forked processes: the log's reading thread must not run while they fork, and the
+    queue's pipes must be closed at the end (descriptors counted in this process before and after)."""
+    module = types.SimpleNamespace(build_dataset=None)  # stands in for basicsr.train
+    logged: list[str] = []
+    monkeypatch.setattr(bad_images, '_emit', logged.append)  # the training log (or stderr)
+    before = open_descriptors()
+    for _ in range(2):
+        with guarded_datasets(module) as log:
+            dataset = ForkProbe(module.build_dataset(hr_only(photos, dataset_enlarge_ratio=2)), log)
+            samples = [(paths, stopped.tolist()) for _ in range(2)  # no tensor kept: each holds shared memory
+                       for paths, stopped in DataLoader(dataset, batch_size=2, num_workers=2)]
+        assert len(samples) == 4 and all(all(stopped) for _, stopped in samples)
+        assert not any(path.endswith('coffee.png') for paths, _ in samples for path in paths)
+        assert sum(log.skips.values()) >= 2  # every epoch reads the bad image at least once
+    gc.collect()
+    assert open_descriptors() == before
+    logged = '\n'.join(logged)
+    bad = re.escape(repr(str(photos / 'coffee.png')))
+    assert re.search(rf'train \(photos\): skipped {bad}: it is not a decodable image.*1 bad image\(s\) skipped so '
+                     'far', logged)
+    assert re.search(rf'bad_image: skip: 1 bad image\(s\) skipped \d+ time\(s\) in this run: {bad}', logged)
+
+
 def test_paired_lmdb_value_that_does_not_decode_is_named_with_its_key_and_lmdb(tmp_path):
     make_lmdb.main(['--input', str(write_photos(tmp_path / 'hr', 96)), '--output', str(tmp_path / 'out'), '--name',
                     'p', '--scale', '2', '--crop-size', '48', '--step', '48', '--workers', '1'])
@@ -77,11 +119,11 @@ def test_errors_that_no_bad_file_explains_are_raised_unchanged(tmp_path):
 
 
 def test_bad_image_option_is_checked_and_validation_never_skips(photos):
-    with pytest.raises(ValueError, match="bad_image 'ignore' is not one of skip, stop"):
-        check_options(dict(datasets=dict(train=hr_only(photos, bad_image='ignore')), path={}, auto_resume=False))
+    (problem,) = dataset_problems(dict(datasets=dict(train=hr_only(photos, bad_image='ignore'))))
+    assert "bad_image 'ignore' is not one of skip, stop" in problem.text
     val = {**hr_only(photos), 'phase': 'val', 'bad_image': 'skip'}
-    with pytest.raises(ValueError, match='bad_image: skip is for training sets'):
-        check_options(dict(datasets=dict(val=val), path={}, auto_resume=False))
+    (problem,) = dataset_problems(dict(datasets=dict(val=val)))
+    assert 'bad_image: skip is for training sets' in problem.text
 
 
 def test_a_bad_validation_image_stops_the_run_before_the_experiment_folder_exists(tmp_path):

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from test_train_switches import build, forward_batch_sizes, photo_batch, train_s
 from torch.nn.parallel import DistributedDataParallel
 
 from hat.training import basicsr_compat
-from hat.training.basicsr_compat import init_dist, normalise_local_rank
+from hat.training.basicsr_compat import init_dist
 
 
 def torchrun(tmp_path, opt: dict) -> dict[int, str]:
@@ -75,8 +76,10 @@ def test_torchrun_two_cpu_processes_train_and_validate_with_gloo(tmp_path, name)
     assert final > run['total_iter']
     images = [f'visualization/{img}/{img}_{it}.png' for img in ('rocket', 'chelsea')
               for it in run['validated_at'] + [final]]
+    metrics = [f'metrics/metrics_held_out_{it}.{ext}' for it in run['validated_at'] + [final]
+               for ext in ('csv', 'json')]
     written = sorted(str(p.relative_to(exp)) for p in exp.rglob('*') if p.is_file())
-    assert written == sorted([log_name.name for log_name in exp.glob('train_*.log')] + images + [
+    assert written == sorted([log_name.name for log_name in exp.glob('train_*.log')] + images + metrics + [
         f'{name}.yml', 'models/net_g_2.pth', 'models/net_g_4.pth', 'models/net_g_latest.pth',
         'training_states/2.state', 'training_states/4.state'])
     weights = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)
@@ -86,9 +89,7 @@ def test_torchrun_two_cpu_processes_train_and_validate_with_gloo(tmp_path, name)
 @pytest.fixture
 def process_group():
     """A one-process gloo group, enough to wrap networks in DDP in this process."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     torch.distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
     yield
     torch.distributed.destroy_process_group()
@@ -150,29 +151,25 @@ def test_ddp_all_reduces_once_per_optimizer_step(tmp_path, process_group):
     assert all_reduces[4] == all_reduces[1] > 0  # no all-reduce in the backward of the first three micro-batches
 
 
-def test_local_rank_spellings_reach_basicsr_as_local_rank():
-    argv = ['train.py', '-opt', 'x.yml', '--local-rank=1', '--local-rank', '2', '--local_rank=3', '--local-ranks']
-    assert normalise_local_rank(argv) == ['train.py', '-opt', 'x.yml', '--local_rank=1', '--local_rank', '2',
-                                          '--local_rank=3', '--local-ranks']
+def test_local_rank_spellings_reach_basicsr_as_local_rank(monkeypatch):
+    for spelling, rank in (['--local-rank=1'], 1), (['--local-rank', '2'], 2), (['--local_rank=3'], 3):
+        monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', 'x.yml', *spelling])
+        assert basicsr_compat._arguments().local_rank == rank
 
 
 def test_pytorch_launcher_without_torchrun_says_how_to_start(monkeypatch):
     for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(RuntimeError, match='torchrun --nproc_per_node'):
-        init_dist('pytorch')
+        init_dist('pytorch', {})
 
 
 def test_dist_params_and_cpu_pick_the_backend(monkeypatch, capsys):
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     for name, value in dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1',
                             MASTER_PORT=str(port)).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'dist_params', {'backend': 'nccl', 'port': 29500})
-    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'num_gpu', 0)
-    init_dist('pytorch')
+    init_dist('pytorch', {'backend': 'nccl', 'port': 29500}, num_gpu=0)
     try:
         assert torch.distributed.get_backend() == 'gloo'  # NCCL asked for, but this run is on the CPU
         assert '[hat] distributed rank 0 of 1: backend gloo, cpu' in capsys.readouterr().out
@@ -188,13 +185,54 @@ def test_ranks_wait_long_enough_for_rank_0_to_validate(monkeypatch):
     monkeypatch.setattr(torch.distributed, 'get_world_size', lambda: 1)
     for name, value in dict(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT='29500').items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'num_gpu', 0)
-    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'dist_params', {'backend': 'gloo'})
-    init_dist('pytorch')
+    init_dist('pytorch', {'backend': 'gloo'}, num_gpu=0)
     assert seen['timeout'] == datetime.timedelta(minutes=120)
-    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'dist_params', {'backend': 'gloo', 'timeout': 30})
-    init_dist('pytorch')
+    init_dist('pytorch', {'backend': 'gloo', 'timeout': 30}, num_gpu=0)
     assert seen['timeout'] == datetime.timedelta(minutes=30)
-    monkeypatch.setitem(basicsr_compat._DIST_REQUEST, 'dist_params', {'timeout': 'long'})
     with pytest.raises(basicsr_compat.LaunchError, match="dist_params: timeout is 'long'"):
-        init_dist('pytorch')
+        init_dist('pytorch', {'timeout': 'long'}, num_gpu=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+#: hat/train.py's main in a process that first registers tests/rank_faults.py's RankFaultModel.
+FAULTY_TRAIN = ('import sys; sys.path.insert(0, sys.argv.pop(1)); import hat, rank_faults; from hat.train import main; '
+                'main(sys.argv.pop(1))')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('launcher, moment', [('torchrun', 'startup'), ('torchrun', 'validation'),
+                                              ('slurm', 'validation')])
+def test_an_exception_on_rank_1_ends_every_rank_with_its_message(tmp_path, launcher, moment):
+    train_dir = write_photos(tmp_path / 'hr')
+    val_dir = write_photos(tmp_path / 'val', size=40, names=('rocket',))
+    opt = tiny_options('faulty', train_dir, val_dir, total_iter=6, model_type='RankFaultModel')
+    opt['val'].update(val_freq=2)
+    yml = write_options(opt, tmp_path / 'faulty.yml')
+    entry = [sys.executable, '-c', FAULTY_TRAIN, str(Path(__file__).parent), str(tmp_path), '-opt', str(yml)]
+    env = {**subprocess_env(), 'HAT_TEST_FAULT': f'1:{moment}'}
+    if launcher == 'torchrun':
+        logs = tmp_path / 'logs'
+        result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                                 f'--log-dir={logs}', '--redirects=3', '--no-python', *entry, '--launcher', 'pytorch'],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0
+        errors = {int(p.parent.name): p.read_text() for p in logs.rglob('stderr.log')}
+    else:  # as srun starts the tasks: each with its SLURM_PROCID, nobody ends the others
+        env.update(SLURM_NTASKS='2', SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
+        ranks = [subprocess.Popen([*entry, '--launcher', 'slurm'], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                                  env={**env, 'SLURM_PROCID': str(r), 'SLURM_LOCALID': str(r)}) for r in (0, 1)]
+        try:
+            errors = {r: p.communicate(timeout=300)[1] for r, p in enumerate(ranks)}
+        finally:
+            for p in ranks:
+                p.kill()
+        assert all(p.returncode != 0 for p in ranks)
+    message = f'RuntimeError: injected failure at {"start-up" if moment == "startup" else "a validation"} on rank 1'
+    assert message in errors[1]
+    assert f'hat/train.py: error: rank 1 failed: {message}' in errors[0], errors[0][-3000:]
+    assert 'Traceback' not in errors[0]

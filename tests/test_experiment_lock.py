@@ -106,3 +106,50 @@ def test_torchrun_ranks_all_stop_when_rank_0_finds_the_experiment_locked(tmp_pat
     assert f'is in use by another run: pid {os.getpid()}' in errors[0]
     assert 'rank 0 refused to start' in errors[1]
     assert not (tmp_path / 'experiments' / name).exists()
+
+
+#: Takes and releases the lock of experiment argv[2] under root argv[1], argv[3] times; exits 0 if never refused.
+LOCK_LOOP = """
+import sys
+from hat.training.experiment_lock import acquire, lock_path
+root, name, times = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(times):
+    acquire(lock_path(root, 'experiments', name), name).release()
+"""
+
+
+def test_experiments_finishing_at_the_same_moment_never_refuse_each_other(tmp_path):
+    """Each release removes the then empty .locks folder while the other process may be about to open its lock."""
+    processes = [subprocess.Popen([sys.executable, '-c', LOCK_LOOP, str(tmp_path), name, '300'], env=subprocess_env(),
+                                  stderr=subprocess.PIPE, text=True) for name in ('a', 'b', 'c')]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], '\n'.join(errors)[-3000:]
+    assert not (tmp_path / 'experiments' / '.locks').exists()
+
+
+#: Takes the lock, forks a child that outlives it (as DataLoader workers do), says so and waits to be killed.
+LOCK_AND_FORK = """
+import multiprocessing, sys, time
+from hat.training.experiment_lock import acquire
+lock = acquire(sys.argv[1], 'the test')
+child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(120,), daemon=False)
+child.start()
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_lock_of_a_killed_run_is_free_at_once_while_its_workers_live(tmp_path):
+    path = lock_path(str(tmp_path), 'experiments', 'z')
+    owner = subprocess.Popen([sys.executable, '-c', LOCK_AND_FORK, path], env=subprocess_env(),
+                             stdout=subprocess.PIPE, text=True)
+    worker = int(owner.stdout.readline())
+    try:
+        owner.kill()
+        owner.wait()
+        assert os.path.exists(f'/proc/{worker}'), 'the worker should still be alive'
+        assert not any(os.path.realpath(f'/proc/{worker}/fd/{fd}') == os.path.realpath(path)
+                       for fd in os.listdir(f'/proc/{worker}/fd')), 'the worker inherited the lock descriptor'
+        acquire(path, 'the next run').release()
+    finally:
+        os.kill(worker, 9)

@@ -176,4 +176,4 @@ def test_option_file_passes_the_pre_flight_checks(path, monkeypatch):
     expected = [f"path.pretrain_network_g: '{pretrained}' does not exist"]
     if load(path)['num_gpu'] == 1 and not torch.cuda.is_available():
         expected.append('num_gpu: 1 asks for a GPU, but CUDA is not available')
-    assert [p for p in problems if not p.startswith(tuple(expected))] == []
+    assert [p for p in map(str, problems) if not p.startswith(tuple(expected))] == []

@@ -94,6 +94,7 @@ def test_bf16_stays_within_45_db_of_fp32_on_photos(config, seed):
         assert psnr(bf16.upscale(photo), fp32.upscale(photo)) >= 45, name
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_auto_on_cuda_follows_the_gpu():
     upscaler = Upscaler(HAT(**TINY_CONFIG).eval(), device='cuda')

@@ -319,6 +319,7 @@ def test_real_world_test_config_saves_images_without_ground_truth(photos, gan_ru
 # ------------------------------------------------------ CUDA -------------------------------------------------------
 
 
+@pytest.mark.cuda
 @needs_cuda
 def test_degradations_pool_and_gan_step_run_on_the_gpu(photos, batch, tmp_path):
     opt = tiny(GAN_YML, photos)

@@ -32,13 +32,12 @@ ORIGINALS = """
 import sys
 argv = list(sys.argv)
 import hat, hat.train, hat.test  # basicsr itself cannot be imported first on today's torchvision
-import basicsr.test, basicsr.train, basicsr.utils.options, basicsr.utils.dist_util
+import basicsr.test, basicsr.train, basicsr.utils.options
+from basicsr.utils.options import parse_options
 def own():
-    options = basicsr.utils.options
-    return [options.init_dist is basicsr.utils.dist_util.init_dist,
-            basicsr.train.parse_options is options.parse_options, basicsr.test.parse_options is options.parse_options,
-            options.parse_options.__module__ == 'basicsr.utils.options',
-            basicsr.train.load_resume_state.__module__ == 'basicsr.train', sys.argv == argv]
+    return [basicsr.utils.options.parse_options is parse_options, basicsr.train.parse_options is parse_options,
+            basicsr.test.parse_options is parse_options, basicsr.train.load_resume_state.__module__ == 'basicsr.train',
+            basicsr.train.get_root_logger.__module__ == 'basicsr.utils.logger', sys.argv == argv]
 """
 
 
@@ -50,10 +49,11 @@ def test_import_hat_leaves_basicsr_functions_alone(tmp_path):
 
 def test_patch_basicsr_installs_the_workarounds_and_restores_them(tmp_path):
     code = ORIGINALS + (
-        'from hat.training.basicsr_compat import load_resume_state, patch_basicsr\n'
+        'from hat.training.basicsr_compat import patch_basicsr\n'
+        'from hat.training.resume import load_resume_state\n'
         'with patch_basicsr():\n'
         '    inside = own()\n'
-        '    ours = basicsr.train.load_resume_state is load_resume_state\n'
+        '    ours = basicsr.train.load_resume_state.func is load_resume_state\n'
         'print(inside, ours, own())\n'
     )
     result = run_python(code, tmp_path)

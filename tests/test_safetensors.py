@@ -19,7 +19,7 @@ from test_train_support import run, tiny_options, write_options, write_photos
 from hat import HAT, CheckpointError, Upscaler, load_hat, read_state_dict
 from hat.models.hat_model import HATModel
 from hat.models.realhat_model import RealHATGANModel, RealHATMSEModel
-from hat.training.basicsr_compat import load_resume_state, newest_valid_state
+from hat.training.resume import load_resume_state, plan_resume
 from hat.weights.checkpoint import read_checkpoint, save_weights
 
 
@@ -145,6 +145,16 @@ def test_network_of_a_training_checkpoint_by_param_key(tmp_path, tiny):
                        tiny.state_dict()['conv_last.bias'])
 
 
+@pytest.mark.parametrize('companion', [b'', b'{"a"', b'\x08\x00\x00\x00\x00\x00\x00'])
+def test_a_truncated_companion_file_is_named_in_one_line(tmp_path, tiny, companion):
+    """The companion of a training network file is read without the format sniffing of the file asked for."""
+    save_weights(tmp_path / 'net_g_7.safetensors', tiny.state_dict(), param_key='params')
+    (tmp_path / 'net_g_ema_7.safetensors').write_bytes(companion)
+    with pytest.raises(CheckpointError, match=rf"'.*net_g_ema_7.safetensors' is truncated: {len(companion)} bytes, "
+                                              'shorter than the 8-byte size that starts every safetensors file'):
+        read_checkpoint(tmp_path / 'net_g_7.safetensors', 'params_ema')
+
+
 def _safetensors_experiment(tmp_path):
     models, states = tmp_path / 'models', tmp_path / 'training_states'
     models.mkdir()
@@ -163,7 +173,7 @@ def test_auto_resume_finds_safetensors_networks_and_skips_broken_ones(tmp_path, 
         torch.save({'epoch': 0, 'iter': it, 'optimizers': [], 'schedulers': []}, states / f'{it}.state')
     data = (models / 'net_g_ema_6.safetensors').read_bytes()
     (models / 'net_g_ema_6.safetensors').write_bytes(data[:len(data) // 3])  # a copy cut short
-    assert newest_valid_state(opt) == str(states / '4.state')
+    assert plan_resume(opt).state_path == str(states / '4.state')
     state = load_resume_state(opt)
     assert state['iter'] == 4
     assert opt['path']['pretrain_network_g'] == str(models / 'net_g_4.safetensors')

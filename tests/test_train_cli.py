@@ -69,6 +69,19 @@ def test_test_command_reports_psnr_ssim_for_trained_weights(trained):
     assert (root / 'results/tiny_test/visualization/held_out/chelsea_tiny_test.png').is_file()
 
 
+def test_test_command_without_a_val_section_saves_the_images(trained):
+    """BasicSR's test pipeline indexes opt['val'] (KeyError); ours defaults to `val: {save_img: true}` (README)."""
+    root, _, _ = trained
+    opt = tiny_options('no_val', root / 'hr', None)
+    test_opt = dict(name='no_val', model_type='HATModel', scale=2, num_gpu=0,
+                    datasets=dict(test_1=dict(name='held_out', type='HROnlyDataset', dataroot_gt=str(root / 'val'),
+                                              io_backend=dict(type='disk'))),
+                    network_g=opt['network_g'],
+                    path=dict(pretrain_network_g=str(root / 'experiments/tiny/models/net_g_latest.pth')))
+    run('test', root, '-opt', str(write_options(test_opt, root / 'no_val.yml')))
+    assert (root / 'results/no_val/visualization/held_out/chelsea_no_val.png').is_file()
+
+
 def test_missing_dataset_folder_fails_before_creating_the_experiment(tmp_path):
     yml = write_options(tiny_options('broken', tmp_path / 'no_such_folder', None), tmp_path / 'broken.yml')
     result = run('train', tmp_path, '-opt', str(yml), check=False, timeout=120)

@@ -294,6 +294,7 @@ def test_self_ensemble_averages_the_eight_inverse_transformed_outputs(noisy):
     assert_close(out, expected.astype(np.uint8))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 @pytest.mark.parametrize('precision', ['fp16', 'bf16'])
 def test_half_precision_on_cuda_matches_fp32(noisy, precision):

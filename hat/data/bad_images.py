@@ -20,15 +20,19 @@ import contextlib
 import copy
 import logging
 import multiprocessing
+import os
 import random
 import sys
 import threading
+import weakref
 from collections import Counter
 from typing import Any, Iterator, Optional
 
 import cv2
 import numpy as np
 from torch.utils import data
+
+from hat.problems import Problem, ProblemsError
 
 #: Values of a dataset's ``bad_image`` option.
 POLICIES = ('skip', 'stop')
@@ -41,6 +45,9 @@ MAX_BAD_IN_A_ROW = 50
 
 #: Files a summary names.
 SHOWN = 10
+
+#: How often the skip log's thread looks for reports (it is woken at once to stop).
+POLL_SECONDS = 0.05
 
 #: The type name in option files that our entry points build as ``RealHATDataset``.
 REAL_ESRGAN_TYPE = 'RealESRGANDataset'
@@ -78,14 +85,15 @@ def decode_problem(content: Optional[bytes]) -> Optional[str]:
 
 def policy_of(dataset_opt: dict) -> str:
     """The dataset's ``bad_image`` policy: ``skip`` or ``stop``; validation and test sets always stop."""
-    name = f'datasets: {dataset_opt.get("phase", "?")} ({dataset_opt.get("name", "unnamed")})'
+    name = f'{dataset_opt.get("phase", "?")} ({dataset_opt.get("name", "unnamed")})'
     training = dataset_opt.get('phase') == 'train'
     policy = dataset_opt.get('bad_image', DEFAULT_TRAIN_POLICY if training else 'stop')
     if policy not in POLICIES:
-        raise ValueError(f'{name}: bad_image {policy!r} is not one of {", ".join(POLICIES)}')
+        raise ProblemsError([Problem('datasets', f'{name}: bad_image {policy!r} is not one of {", ".join(POLICIES)}')])
     if policy == 'skip' and not training:
-        raise ValueError(f'{name}: bad_image: skip is for training sets; validation and test images are all decoded '
-                         'before the run starts and a bad one stops it (remove the option)')
+        raise ProblemsError([Problem('datasets', f'{name}: bad_image: skip is for training sets; validation and test '
+                                                 'images are all decoded before the run starts and a bad one stops it '
+                                                 '(remove the option)')])
     return policy
 
 
@@ -200,32 +208,86 @@ def _emit(message: str) -> None:
 
 
 class SkipLog:
-    """The main process's end of the skip reports: logs each bad file when first skipped, and counts every skip."""
+    """The main process's end of the skip reports: logs each bad file when first skipped, and counts every skip.
+
+    A thread reads the reports, but never across a fork: DataLoader workers are forked while it runs, so it is
+    stopped just before every fork of this process and started again just after (a thread caught holding a lock
+    at a fork leaves that lock held forever in the child). :meth:`close` closes the queue's pipes.
+    """
 
     def __init__(self):
         self.queue = multiprocessing.SimpleQueue()
         self.skips: Counter = Counter()
+        self._owner = os.getpid()
+        self._stopping = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+        _OPEN_LOGS.add(self)
+        self._start()
+
+    def _start(self) -> None:
+        if self._closed or os.getpid() != self._owner or self._thread is not None:
+            return
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._drain, name='hat-bad-image-log', daemon=True)
         self._thread.start()
 
+    def _stop(self) -> None:
+        if os.getpid() != self._owner or self._thread is None:
+            return
+        self._stopping.set()
+        self._thread.join()
+        self._thread = None
+
     def _drain(self) -> None:
-        while (item := self.queue.get()) is not None:
-            label, file, problem = item
-            first = item not in self.skips
-            self.skips[item] += 1
-            if first:
-                _emit(f'{label}: skipped {file}: it {problem} (bad_image: skip); {len(self.skips)} bad image(s) '
-                      f'skipped so far, {sum(self.skips.values())} time(s)')
+        while not self._stopping.is_set():
+            if self.queue.empty():
+                self._stopping.wait(POLL_SECONDS)
+            else:
+                self._record(self.queue.get())
+
+    def _record(self, item: tuple[str, str, str]) -> None:
+        label, file, problem = item
+        first = item not in self.skips
+        self.skips[item] += 1
+        if first:
+            _emit(f'{label}: skipped {file}: it {problem} (bad_image: skip); {len(self.skips)} bad image(s) '
+                  f'skipped so far, {sum(self.skips.values())} time(s)')
 
     def close(self) -> None:
-        """Log everything reported so far, stop the thread and write a summary if anything was skipped."""
-        self.queue.put(None)
-        self._thread.join(timeout=10)
+        """Log everything reported so far, stop the thread, close the queue and write a summary if anything was
+        skipped."""
+        if self._closed:
+            return
+        self._stop()
+        self._closed = True
+        _OPEN_LOGS.discard(self)
+        while not self.queue.empty():
+            self._record(self.queue.get())
+        self.queue.close()
         if self.skips:
             files = [file for _, file, _ in self.skips]
             more = f' and {len(files) - SHOWN} more' if len(files) > SHOWN else ''
             _emit(f'bad_image: skip: {len(self.skips)} bad image(s) skipped {sum(self.skips.values())} time(s) in this '
                   f'run: {", ".join(files[:SHOWN])}{more}. `python -m hat.scripts.check_data` lists them all')
+
+
+#: The skip logs not yet closed, whose threads pause around every fork of this process.
+_OPEN_LOGS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _stop_threads_before_fork() -> None:
+    for log in list(_OPEN_LOGS):
+        log._stop()
+
+
+def _start_threads_after_fork() -> None:
+    for log in list(_OPEN_LOGS):
+        log._start()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(before=_stop_threads_before_fork, after_in_parent=_start_threads_after_fork)
 
 
 def our_type(dataset_opt: dict) -> dict:

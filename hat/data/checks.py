@@ -1,8 +1,9 @@
-"""Checks of an option file's datasets and pretrained paths, run before BasicSR creates the experiment folder.
+"""Checks of an option file's datasets, run before BasicSR creates the experiment folder.
 
 BasicSR fails on bad data with bare asserts deep inside a data-loader worker, or only at
 the first validation, after it has already archived the previous experiment folder. These
-checks fail first, naming the dataset, the problem and the fix.
+checks fail first, naming the dataset, the problem and the fix; every dataset is checked, and each
+problem is a ``datasets`` :class:`~hat.problems.Problem` whose text starts with the dataset's label.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Optional
 from hat.data.bad_images import dataset_files, file_problems, make_dataset, policy_of
 from hat.data.image_lists import header_size, list_image_folder, read_lmdb_meta, read_meta_info
 from hat.data.realhat_dataset import gt_paths
+from hat.problems import Problem, ProblemsError
 
 #: Dataset types that read HR images only and make their LR themselves.
 HR_ONLY_TYPES = ('HROnlyDataset', 'ImageNetPairedDataset')
@@ -80,61 +82,59 @@ def check_paired_dataset(ds: dict, name: str) -> int:
     return len(gt_names)
 
 
-def check_dataset(ds: dict, name: str, dataset_class: Optional[type] = None) -> Optional[int]:
-    """Check one dataset section (after BasicSR filled in ``phase`` and ``scale``); returns its size if known."""
-    scale = ds.get('scale')
-    if ds.get('phase'):
-        policy_of(ds)
-    if ds.get('type') in REAL_ESRGAN_TYPES:
-        return len(gt_paths(ds))
-    if ds.get('phase') == 'train' and ds.get('gt_size') and scale and int(ds['gt_size']) % int(scale):
-        raise ValueError(f'{name}: gt_size {ds["gt_size"]} is not a multiple of scale {scale}')
-    if ds.get('type') in HR_ONLY_TYPES and dataset_class is not None:
-        return len(dataset_class(dict(ds)))
-    if ds.get('dataroot_gt') and ds.get('dataroot_lq') and scale:
-        return check_paired_dataset(ds, name)
+def _size(ds: dict, label: str) -> Optional[int]:
+    """How many images the dataset has (None if it names no data to count); raises naming what is wrong."""
+    from basicsr.utils.registry import DATASET_REGISTRY
+
+    if ds.get('type') in REAL_ESRGAN_TYPES + HR_ONLY_TYPES:
+        try:
+            return len(gt_paths(ds) if ds['type'] in REAL_ESRGAN_TYPES else DATASET_REGISTRY.get(ds['type'])(dict(ds)))
+        except (OSError, ValueError) as error:
+            raise ValueError(f'{label}: {error}') from error
+    if ds.get('dataroot_gt') and ds.get('dataroot_lq') and ds.get('scale'):
+        return check_paired_dataset(ds, label)
     for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
         if ds.get(key) and not os.path.exists(ds[key]):
-            raise FileNotFoundError(f'{name} {key}: {ds[key]!r} does not exist')
+            raise FileNotFoundError(f'{label} {key}: {ds[key]!r} does not exist')
     return None
 
 
-def check_batches(ds: dict, name: str, size: int, world_size: int) -> None:
-    """BasicSR drops incomplete batches: a training set too small for one batch per process trains nothing."""
-    ratio = ds.get('dataset_enlarge_ratio', 1)
-    per_process = math.ceil(size * ratio / world_size)
-    if per_process < ds['batch_size_per_gpu']:
-        raise ValueError(f'{name}: {size} images x dataset_enlarge_ratio {ratio} over {world_size} process(es) give '
-                         f'{per_process} per process, fewer than batch_size_per_gpu {ds["batch_size_per_gpu"]}: '
-                         'not one batch would be trained; raise dataset_enlarge_ratio')
-
-
-def check_images_decode(ds: dict, name: str) -> None:
+def _undecodable(ds: dict, label: str) -> list[Problem]:
     """Decode every image of a (validation or test) dataset: a bad one stops the run before it starts."""
     dataset = make_dataset(ds)
     bad = file_problems(dataset, dataset_files(dataset))
-    if bad:
-        shown = '; '.join(f'{file} {problem}' for file, problem in bad[:SHOWN])
-        raise ValueError(f'{name}: {len(bad)} of its images cannot be used: {shown}. Replace or remove them '
-                         '(validation and test sets are never skipped over)')
+    shown = '; '.join(f'{file} {problem}' for file, problem in bad[:SHOWN])
+    return [Problem('datasets', f'{label}: {len(bad)} of its images cannot be used: {shown}. Replace or remove them '
+                                '(validation and test sets are never skipped over)')] if bad else []
 
 
-def check_options(opt: dict) -> None:
-    """Check every dataset section (decoding validation and test images) and, unless resuming, every
-    ``pretrain_network_*`` path."""
-    from basicsr.utils.registry import DATASET_REGISTRY
+def check_dataset(ds: dict, label: str, world_size: int) -> list[Problem]:
+    """Every problem of one dataset section (after BasicSR filled in ``phase`` and ``scale``); ``label`` names it."""
+    scale, problems = ds.get('scale'), []
+    try:
+        policy_of(ds)
+    except ProblemsError as error:
+        problems += error.problems
+    if ds.get('phase') == 'train' and ds.get('gt_size') and scale and int(ds['gt_size']) % int(scale) and (
+            ds.get('type') not in REAL_ESRGAN_TYPES):
+        return problems + [Problem('datasets', f'{label}: gt_size {ds["gt_size"]} is not a multiple of scale {scale}')]
+    try:
+        size = _size(ds, label)
+        problems += _undecodable(ds, label) if not problems and ds.get('phase') in ('val', 'test') else []
+    except (OSError, ValueError) as error:
+        return problems + [Problem('datasets', str(error))]
+    # BasicSR drops incomplete batches: a training set too small for one batch per process trains nothing
+    ratio, batch = ds.get('dataset_enlarge_ratio', 1), ds.get('batch_size_per_gpu')
+    per_process = math.ceil(size * ratio / world_size) if size is not None else None
+    if ds.get('phase') == 'train' and batch and per_process is not None and per_process < batch:
+        problems.append(Problem('datasets', f'{label}: {size} images x dataset_enlarge_ratio {ratio} over '
+                                            f'{world_size} process(es) give {per_process} per process, fewer than '
+                                            f'batch_size_per_gpu {batch}: not one batch would be trained; raise '
+                                            'dataset_enlarge_ratio'))
+    return problems
 
-    for phase, ds in opt.get('datasets', {}).items():
-        cls = DATASET_REGISTRY.get(ds['type']) if ds.get('type') in HR_ONLY_TYPES else None
-        name = f'datasets: {phase} ({ds.get("name", "unnamed")})'
-        size = check_dataset(ds, name, cls)
-        if size is not None and ds.get('phase') == 'train' and ds.get('batch_size_per_gpu'):
-            check_batches(ds, name, size, opt.get('world_size', 1))
-        if ds.get('phase') in ('val', 'test'):
-            check_images_decode(ds, name)
-    if opt.get('auto_resume') or opt['path'].get('resume_state'):
-        return
-    for key, value in opt['path'].items():
-        if key.startswith('pretrain_network') and value and not os.path.isfile(value):
-            raise FileNotFoundError(f'path: {key} {value!r} does not exist; fix the path (train the stage it comes '
-                                    'from first) or remove the option to train from scratch')
+
+def dataset_problems(opt: dict) -> list[Problem]:
+    """Every problem of every dataset section (validation and test images decoded), each a ``datasets`` problem."""
+    return [problem for phase, ds in opt.get('datasets', {}).items()
+            for problem in check_dataset(ds, f'{phase} ({ds.get("name", "unnamed")})', opt.get('world_size', 1))]

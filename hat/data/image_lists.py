@@ -6,6 +6,7 @@ The one home of :data:`IMAGE_EXTENSIONS`: training data (basicsr decodes it with
 from __future__ import annotations
 
 import os
+import struct
 from typing import Optional
 
 #: File endings read as images, lower case (compared case-insensitively: ImageNet's files end in .JPEG).
@@ -69,16 +70,32 @@ def read_lmdb_meta(lmdb_folder: str, what: str) -> dict[str, Optional[tuple[int,
 
 def header_size(path: str) -> tuple[int, int]:
     """(height, width) from an image file's header, without decoding its pixels; OSError naming the file if it
-    has none. Pillow's decompression-bomb limit is lifted for the read: large photos are data in a training set."""
+    has none. Any size is read: large photos are data in a training set, and their decoder (OpenCV) has its own
+    limit. Pillow's format readers are called directly, since ``Image.open`` would apply Pillow's process-wide
+    decompression-bomb limit (a header read decodes nothing, and changing the limit would change it for every
+    thread)."""
     from PIL import Image
 
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    Image.init()  # every format reader Pillow has, registered in Image.ID / Image.OPEN
     try:
-        with Image.open(path) as image:
-            w, h = image.size
+        with open(path, 'rb') as handle:
+            prefix = handle.read(16)
+            for name in Image.ID:
+                reader, accepts = Image.OPEN[name]
+                verdict = accepts(prefix) if accepts else True
+                if not verdict or isinstance(verdict, str):  # a str: recognised, but not readable by Pillow
+                    continue
+                handle.seek(0)
+                try:
+                    width, height = reader(handle, path).size
+                except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open takes as "not this"
+                    continue
+                return height, width
     except (OSError, ValueError) as error:
-        raise OSError(f'cannot read image {path!r} ({error}); replace or remove it '
-                      '(`python -m hat.scripts.check_data` lists every bad image)') from error
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    return h, w
+        raise OSError(_unreadable(path, str(error))) from error
+    raise OSError(_unreadable(path, 'cannot identify image file'))
+
+
+def _unreadable(path: str, problem: str) -> str:
+    return (f'cannot read image {path!r} ({problem}); replace or remove it '
+            '(`python -m hat.scripts.check_data` lists every bad image)')

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from basicsr.archs import vgg_arch
 from basicsr.archs.vgg_arch import VGGFeatureExtractor
 from basicsr.losses.basic_loss import PerceptualLoss
 from basicsr.utils.registry import LOSS_REGISTRY
@@ -102,14 +101,10 @@ class _LocalVGGConstructors:
 @contextmanager
 def vgg_weights_from(weights_path: str | None) -> Iterator[None]:
     """Within this block, basicsr's ``VGGFeatureExtractor`` takes its weights from ``weights_path`` (None: random)."""
-    with _SWAP_LOCK:
-        saved = vgg_arch.vgg, vgg_arch.VGG_PRETRAIN_PATH
-        vgg_arch.vgg = _LocalVGGConstructors(weights_path)
-        vgg_arch.VGG_PRETRAIN_PATH = ''  # never exists, so basicsr calls our constructor and loads nothing itself
-        try:
-            yield
-        finally:
-            vgg_arch.vgg, vgg_arch.VGG_PRETRAIN_PATH = saved
+    from hat.training.basicsr_patches import vgg_substitution
+
+    with _SWAP_LOCK, vgg_substitution(_LocalVGGConstructors(weights_path)):
+        yield
 
 
 def build_vgg_feature_extractor(layer_name_list: list[str], weights_path: str | None = None,

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hat.archs.hat_arch import HAT
 from hat.inference.engine import InferenceEngine
+from hat.models.per_image_metrics import PerImageValidation
 from hat.models.train_step import TrainStepMixin
 from hat.weights.atomic_io import atomic_torch_save
 
@@ -30,9 +31,10 @@ def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @MODEL_REGISTRY.register()
-class HATModel(TrainStepMixin, SRModel):
+class HATModel(PerImageValidation, TrainStepMixin, SRModel):
     """SR model for HAT; validation and testing take any image size, and tiles if ``tile`` is set.
 
+    Validation and testing also write every image's metrics (hat.models.per_image_metrics).
     Training switches (``train``: ``use_amp``, ``amp_dtype``, ``accum_iter``, ``grad_clip``, ``ema_power``) are
     described in hat.models.train_switches.
     """

@@ -23,26 +23,16 @@ from typing import Iterator, Optional
 import torch
 
 from hat.inference.precision import parse_precision
+from hat.problems import Problem, ProblemsError
 
 
-def _amp_dtype(value) -> torch.dtype:
-    """The autocast dtype named by ``train: amp_dtype`` (hat.inference.precision names; fp32: no mixed precision)."""
+def _amp_dtype(value) -> Optional[torch.dtype]:
+    """The autocast dtype named by ``train: amp_dtype`` (hat.inference.precision names), None if it is not bf16/fp16."""
     try:
         dtype = parse_precision(value)
     except ValueError:
-        dtype = None
-    if dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(f'train: amp_dtype {value!r} is not supported: use bf16 or fp16')
-    return dtype
-
-
-def _positive_number(train_opt: dict, key: str) -> Optional[float]:
-    value = train_opt.get(key)
-    if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f'train: {key} must be a positive number (or left out to switch it off), got {value!r}')
-    return float(value)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
 @dataclass(frozen=True)
@@ -57,25 +47,42 @@ class TrainSwitches:
 
     @classmethod
     def from_options(cls, opt: dict) -> TrainSwitches:
-        """The switches of a parsed option file, with one clear error for each value that is not accepted."""
-        train_opt = opt.get('train') or {}
+        """The switches of a parsed option file; :class:`ProblemsError` lists every value that is not accepted."""
+        train_opt, problems = opt.get('train') or {}, []
+
+        def refuse(text: str) -> None:
+            problems.append(Problem('train', text))
+
+        def positive(key: str) -> Optional[float]:
+            value = train_opt.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+                return refuse(f'{key} must be a positive number (or left out to switch it off), got {value!r}')
+            return float(value)
+
         use_amp = train_opt.get('use_amp', False)
         if not isinstance(use_amp, bool):
-            raise ValueError(f'train: use_amp must be true or false, got {use_amp!r}')
+            refuse(f'use_amp must be true or false, got {use_amp!r}')
         amp_dtype = _amp_dtype(train_opt.get('amp_dtype', 'bf16'))
+        if amp_dtype is None:
+            refuse(f'amp_dtype {train_opt["amp_dtype"]!r} is not supported: use bf16 or fp16')
         accum_iter = train_opt.get('accum_iter', 1)
+        train_set = opt['datasets'].get('train') if isinstance(opt.get('datasets'), dict) else None
+        batch = train_set.get('batch_size_per_gpu') if isinstance(train_set, dict) else None
         if isinstance(accum_iter, bool) or not isinstance(accum_iter, int) or accum_iter < 1:
-            raise ValueError(f'train: accum_iter must be a whole number >= 1 (1: no accumulation), got {accum_iter!r}')
-        batch = (opt.get('datasets') or {}).get('train', {}).get('batch_size_per_gpu')
-        if isinstance(batch, int) and accum_iter > batch:
-            raise ValueError(f'train: accum_iter {accum_iter} splits each batch into {accum_iter} micro-batches, more '
-                             f'than batch_size_per_gpu {batch} has images; batch_size_per_gpu is the batch of one '
-                             'optimizer step: raise it or lower accum_iter')
-        ema_power = _positive_number(train_opt, 'ema_power')
-        if ema_power is not None and not train_opt.get('ema_decay', 0) > 0:
-            raise ValueError('train: ema_power warms up the EMA, but ema_decay is 0 (no EMA): set ema_decay or remove '
-                             'ema_power')
-        return cls(use_amp, amp_dtype, accum_iter, _positive_number(train_opt, 'grad_clip'), ema_power)
+            refuse(f'accum_iter must be a whole number >= 1 (1: no accumulation), got {accum_iter!r}')
+        elif isinstance(batch, int) and accum_iter > batch:
+            refuse(f'accum_iter {accum_iter} splits each batch into {accum_iter} micro-batches, more than '
+                   f'batch_size_per_gpu {batch} has images; batch_size_per_gpu is the batch of one optimizer step: '
+                   'raise it or lower accum_iter')
+        ema_power, grad_clip = positive('ema_power'), positive('grad_clip')
+        ema_decay = train_opt.get('ema_decay', 0)
+        if ema_power is not None and not (isinstance(ema_decay, numbers.Real) and ema_decay > 0):
+            refuse('ema_power warms up the EMA, but ema_decay is 0 (no EMA): set ema_decay or remove ema_power')
+        if problems:
+            raise ProblemsError(problems)
+        return cls(use_amp, amp_dtype, accum_iter, grad_clip, ema_power)
 
     @property
     def scales_loss(self) -> bool:
@@ -100,8 +107,3 @@ class TrainSwitches:
             if chunks[0].shape[0]:
                 yield chunks[0].shape[0] / size, chunks
 
-
-def check_train_switches(opt: dict) -> None:
-    """Refuse bad training switches before anything is written (for the option checks of ``hat/train.py``)."""
-    if opt.get('is_train', True) and opt.get('train'):
-        TrainSwitches.from_options(opt)

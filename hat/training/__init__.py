@@ -1,1 +1,1 @@
-"""Training support: the pre-flight option check, the basicsr 1.4.2 compatibility layer and the experiment lock."""
+"""Training support: pre-flight, BasicSR patches and compatibility, resume, the experiment lock, rank failures."""

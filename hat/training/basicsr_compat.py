@@ -1,34 +1,20 @@
-"""Workarounds for basicsr 1.4.2 on today's PyTorch stack, applied from our side.
+"""What basicsr 1.4.2 needs on today's PyTorch stack, from our side (no edited site-packages, no vendoring).
 
-basicsr 1.4.2 (the last PyPI release) predates several torch/torchvision changes and was
-written for GPUs only. Rather than editing site-packages or vendoring BasicSR, this module
-provides replacements for the few functions that break. ``import hat`` installs only the
-first item below (it adds a module and changes nothing); the others change how BasicSR's
-pipelines behave, so they are installed only while ``hat/train.py`` / ``hat/test.py`` run,
-or where a script asks for them with :func:`patch_basicsr`.
+- ``torchvision.transforms.functional_tensor`` (removed in torchvision 0.17, imported by
+  ``basicsr/data/degradations.py``): a stand-in module, registered at ``import hat``.
+- :func:`parse_options`: BasicSR's option parsing with the file read once, ``--local-rank`` as
+  torchrun spells it, and the file's ``dist_params`` and ``num_gpu`` handed to :func:`init_dist`
+  for every launcher; in ``hat/train.py`` / ``hat/test.py`` also pre-flight and the experiment lock.
+- :func:`init_dist`: no unconditional ``torch.cuda.set_device``, no hard-coded NCCL (gloo on CPU).
 
-- ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17, but
-  ``basicsr/data/degradations.py`` imports ``rgb_to_grayscale`` from it. We register a
-  module of that name that re-exports the public function (at ``import hat``).
-- Option parsing (``basicsr.train``/``basicsr.test``/``basicsr.utils.options``
-  ``parse_options``): accepts ``--local-rank`` (what ``torch.distributed.launch`` passes)
-  besides ``--local_rank``, and hands the option file's ``dist_params`` and ``num_gpu`` to
-  the distributed start-up below.
-- Distributed start-up (``basicsr.utils.options.init_dist``): basicsr calls
-  ``torch.cuda.set_device`` and hard-codes NCCL. Ours uses ``dist_params.backend`` (NCCL by
-  default) and the ``LOCAL_RANK`` GPU when the run uses GPUs, gloo on CPU (``num_gpu: 0`` or
-  no CUDA).
-- Resume (``basicsr.train.load_resume_state``): basicsr calls
-  ``torch.cuda.current_device()`` (fails on CPU), looks for states relative to the working
-  directory instead of the experiment folder, takes the newest state even if it is
-  truncated, and loads it with pickle. Ours loads with ``weights_only=True`` onto the CPU
-  and, with ``--auto_resume``, takes the newest state whose files all load; it also removes
-  the temp files of checkpoint writes a crash interrupted.
+:mod:`hat.training.basicsr_patches` lists where these (and resume, :mod:`hat.training.resume`) replace
+BasicSR's functions, and undoes it; :func:`patch_basicsr` installs them for scripts of their own.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-import re
 import sys
 import types
 from typing import Any, Optional
@@ -36,10 +22,6 @@ from typing import Any, Optional
 
 class LaunchError(RuntimeError):
     """A distributed launcher asked for without what it needs (torchrun's environment, a known launcher)."""
-
-
-#: What the option file asks of ``torch.distributed``, read before basicsr starts it.
-_DIST_REQUEST: dict[str, Any] = {'dist_params': {}, 'num_gpu': 'auto'}
 
 
 def install_functional_tensor_shim() -> None:
@@ -60,42 +42,111 @@ def install_functional_tensor_shim() -> None:
     sys.modules[name] = shim
 
 
-def normalise_local_rank(argv: list[str]) -> list[str]:
-    """Spell ``--local-rank`` (torch.distributed.launch) the way basicsr's parser knows it."""
-    return [re.sub(r'^--local-rank(?==|$)', '--local_rank', arg) for arg in argv]
+def _arguments() -> Any:
+    """BasicSR's command line (``--local-rank`` accepted as ``--local_rank``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument('-opt', type=str, required=True, help='Path to option YAML file.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
+    parser.add_argument('--auto_resume', action='store_true')
+    parser.add_argument('--debug', action='store_true')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--force_yml', nargs='+', default=None,
+                        help='Force to update yml files. Examples: train:ema_decay=0.999')
+    return parser.parse_args()
 
 
-def option_file(argv: list[str]) -> Optional[str]:
-    """The ``-opt`` argument of a BasicSR command line, if any."""
-    for i, arg in enumerate(argv):
-        if arg == '-opt' and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith('-opt='):
-            return arg[len('-opt='):]
-    return None
+def _force(opt: dict, entries: list[str], source: str) -> None:
+    """BasicSR's ``--force_yml section:key=value`` (no new sections), refusing in one line what it cannot apply."""
+    from basicsr.utils.options import _postprocess_yml_value
 
+    from hat.training.preflight import OptionError
 
-def _wrap_parse_options(original):
-    def parse_options(root_path, is_train=True):
-        import yaml
-
-        argv = sys.argv[:]
-        sys.argv[:] = normalise_local_rank(argv)
+    for entry in entries:
         try:
-            path = option_file(sys.argv)
-            if path and os.path.isfile(path):
-                with open(path, encoding='utf-8') as f:
-                    raw = yaml.safe_load(f) or {}
-                if isinstance(raw, dict):
-                    _DIST_REQUEST.update(dist_params=dict(raw.get('dist_params') or {}),
-                                         num_gpu=raw.get('num_gpu', 'auto'))
-            return original(root_path, is_train)
-        finally:
-            sys.argv[:] = argv
+            keys, value = entry.split('=')
+            *sections, last = keys.strip().split(':')
+            functools.reduce(lambda section, key: section[key], sections, opt)[last] = _postprocess_yml_value(
+                value.strip())
+        except (KeyError, TypeError, ValueError, SyntaxError, NameError) as error:
+            raise OptionError(source, [f'--force_yml: cannot apply it ({type(error).__name__}: {error}); write '
+                                       'section:key=value for keys the file has, e.g. train:total_iter=1000']) from None
 
-    parse_options.__doc__ = original.__doc__
-    parse_options._hat_original = original
-    return parse_options
+
+def parse_options(root_path: str, is_train: bool = True, *, run: Any) -> tuple[dict, Any]:
+    """basicsr.utils.options.parse_options, reading the option file once and starting torch.distributed with its
+    ``dist_params``; in a checked ``run`` (:class:`hat.training.basicsr_patches.Run`) also pre-flight and lock."""
+    import random
+
+    import torch
+    from basicsr.utils import set_random_seed
+    from basicsr.utils.dist_util import get_dist_info
+
+    from hat.training import preflight
+
+    args = _arguments()
+    opt = preflight.read_option_file(args.opt)
+    if run.checked and preflight.parse_blockers(opt, is_train, args.debug):
+        raise preflight.OptionError(args.opt, preflight.find_problems(opt, is_train) or
+                                    ['BasicSR cannot parse these options'])
+    opt['dist'] = args.launcher != 'none'
+    if opt['dist']:
+        init_dist(args.launcher, dict(opt.get('dist_params') or {}), opt.get('num_gpu', 'auto'))
+        from hat.training.rank_failures import FellowRanks
+
+        run.ranks = run.stack.enter_context(contextlib.closing(FellowRanks.of_process_group(run.script)))
+    else:
+        print('Disable distributed.', flush=True)
+    opt['rank'], opt['world_size'] = get_dist_info()
+    if opt.get('manual_seed') is None:
+        opt['manual_seed'] = random.randint(1, 10000)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+    _force(opt, args.force_yml or [], args.opt)
+    opt['auto_resume'], opt['is_train'] = args.auto_resume, is_train
+    if args.debug and not opt['name'].startswith('debug'):
+        opt['name'] = 'debug_' + opt['name']
+    if opt['num_gpu'] == 'auto':
+        opt['num_gpu'] = torch.cuda.device_count()
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        if 'scale' in opt:
+            dataset['scale'] = opt['scale']
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if dataset.get(key) is not None:
+                dataset[key] = os.path.expanduser(dataset[key])
+    for key, value in opt['path'].items():
+        if value is not None and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = os.path.expanduser(value)
+    kind = 'experiments' if is_train else 'results'
+    folder = os.path.join(root_path, kind, opt['name'])
+    opt['path'].update({'experiments_root' if is_train else 'results_root': folder, 'log': folder,
+                        'visualization': os.path.join(folder, 'visualization')})
+    if is_train:
+        opt['path'].update(models=os.path.join(folder, 'models'), training_states=os.path.join(folder,
+                                                                                              'training_states'))
+        if 'debug' in opt['name']:
+            if 'val' in opt:
+                opt['val']['val_freq'] = 8
+            opt['logger'].update(print_freq=1, save_checkpoint_freq=8)
+    if run.checked:
+        _check_and_lock(opt, is_train, args.opt, root_path, kind, run)
+    return opt, args
+
+
+def _check_and_lock(opt: dict, is_train: bool, source: str, root_path: str, kind: str, run: Any) -> None:
+    """Pre-flight and, on rank 0, the experiment lock; in a distributed run no rank goes on before all have."""
+    from hat.training.experiment_lock import acquire, lock_path
+    from hat.training.preflight import check
+
+    check(opt, is_train, source)
+    if opt['rank'] == 0:
+        run.stack.enter_context(acquire(lock_path(root_path, kind, opt['name']),
+                                        f'{"experiment" if is_train else "test"} {opt["name"]!r}'))
+    if opt['dist']:
+        import torch.distributed as dist
+
+        dist.barrier()  # a rank that refused has told the others (rank_failures), which end here
 
 
 def _export_slurm_env(port: Optional[int]) -> None:
@@ -133,13 +184,14 @@ def collective_timeout(minutes: Any = None) -> Any:
     return timedelta(minutes=minutes)
 
 
-def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> None:
-    """Start ``torch.distributed`` for torchrun (``pytorch``) or ``slurm``: NCCL on GPUs, gloo on CPU."""
+def init_dist(launcher: str, params: dict, num_gpu: Any = 'auto') -> None:
+    """Start ``torch.distributed`` for torchrun (``pytorch``) or ``slurm`` with the option file's ``dist_params``
+    and ``num_gpu``: NCCL on GPUs, gloo on CPU."""
     import torch
     import torch.distributed as dist
 
-    params = {**_DIST_REQUEST['dist_params'], **kwargs}
-    backend = backend or params.pop('backend', None)
+    params = dict(params)
+    backend = params.pop('backend', None)
     port = params.pop('port', None)
     params['timeout'] = collective_timeout(params.get('timeout'))
     if launcher == 'slurm':
@@ -150,7 +202,7 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> No
     if missing:
         raise LaunchError(f'--launcher {launcher} needs the environment variables {missing}; start the run with '
                            '`torchrun --nproc_per_node=N hat/train.py -opt ... --launcher pytorch`')
-    use_gpu = torch.cuda.is_available() and _DIST_REQUEST['num_gpu'] != 0
+    use_gpu = torch.cuda.is_available() and num_gpu != 0
     if use_gpu:
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
         backend = backend or 'nccl'
@@ -162,113 +214,7 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs: Any) -> No
           flush=True)
 
 
-def _loads(path: str) -> Any:
-    """``torch.load`` with ``weights_only=True`` onto the CPU; ``None`` if the file is missing or unreadable."""
-    import torch
-
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:
-        return None
-
-
-def newest_valid_state(opt: dict) -> Optional[str]:
-    """The newest ``<iter>.state`` of this experiment that loads and whose network files load too."""
-    states_dir, models_dir = opt['path']['training_states'], opt['path']['models']
-    if not os.path.isdir(states_dir):
-        return None
-    ignored = opt['path'].get('ignore_resume_networks') or []
-    labels = [key[len('network_'):] for key in opt if key.startswith('network_') and key not in ignored]
-    iters = sorted((int(name[:-len('.state')]) for name in os.listdir(states_dir)
-                    if re.fullmatch(r'\d+\.state', name)), reverse=True)
-    from hat.weights.checkpoint import network_files, readable
-
-    for it in iters:
-        path = os.path.join(states_dir, f'{it}.state')
-        state = _loads(path)
-        networks = [network_files(models_dir, label, it) for label in labels]  # .pth or .safetensors
-        if isinstance(state, dict) and state.get('iter') == it and all(
-                files and all(readable(p) for p in files) for files in networks):
-            return path
-        print(f'[hat] skipping training state {path}: it or its network files do not load', file=sys.stderr)
-    return None
-
-
-def remove_partial_checkpoints(opt: dict) -> None:
-    """Delete the temp files of checkpoint writes cut short by a crash (see ``hat.weights.atomic_io``)."""
-    from hat.weights.atomic_io import remove_stale_temp_files
-
-    for folder in (opt['path']['models'], opt['path']['training_states']):
-        for name in remove_stale_temp_files(folder, ('.pth', '.state', '.safetensors')):
-            print(f'[hat] removed {name}, a checkpoint write interrupted by a crash', file=sys.stderr)
-
-
-def load_resume_state(opt: dict) -> Optional[dict]:
-    """basicsr.train.load_resume_state for CPU and GPU, with weights_only loading and a validity check."""
-    from basicsr.utils.misc import check_resume
-
-    remove_partial_checkpoints(opt)
-    if opt['auto_resume']:
-        path = newest_valid_state(opt)
-        if path is not None:
-            opt['path']['resume_state'] = path
-    path = opt['path'].get('resume_state')
-    if not path:
-        return None
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'path: resume_state {path!r} does not exist; fix it or use --auto_resume')
-    state = _loads(path)
-    if not isinstance(state, dict) or 'iter' not in state:
-        raise ValueError(f'training state {path!r} does not load (truncated or not a BasicSR .state file); '
-                         'pick an older one or use --auto_resume, which skips broken states')
-    check_resume(opt, state['iter'])
-    _prefer_existing_network_files(opt, state['iter'])
-    return state
-
-
-def _prefer_existing_network_files(opt: dict, it: int) -> None:
-    """check_resume points ``pretrain_network_*`` at ``net_*_<iter>.pth``; take the .safetensors that exists instead."""
-    from hat.weights.checkpoint import find_network_file
-
-    for key, path in opt['path'].items():
-        if key.startswith('pretrain_network_') and path and not os.path.isfile(path):
-            found = find_network_file(opt['path']['models'], key[len('pretrain_network_'):], it)
-            opt['path'][key] = found or path
-
-
-class BasicsrPatch:
-    """The replacements :func:`patch_basicsr` installed; ``restore()`` (or leaving a ``with`` block) undoes them."""
-
-    def __init__(self) -> None:
-        import basicsr.test
-        import basicsr.train
-        import basicsr.utils.options
-
-        options = basicsr.utils.options
-        self._saved = [(options, 'init_dist', options.init_dist),
-                       (basicsr.train, 'load_resume_state', basicsr.train.load_resume_state)]
-        self._saved += [(module, 'parse_options', module.parse_options)
-                        for module in (options, basicsr.train, basicsr.test)]
-        options.init_dist = init_dist
-        basicsr.train.load_resume_state = load_resume_state
-        for module in (options, basicsr.train, basicsr.test):
-            if not hasattr(module.parse_options, '_hat_original'):
-                module.parse_options = _wrap_parse_options(module.parse_options)
-
-    def restore(self) -> None:
-        """Put back what basicsr's modules held before this patch (safe to call more than once)."""
-        for module, name, value in reversed(self._saved):
-            setattr(module, name, value)
-        self._saved = []
-
-    def __enter__(self) -> BasicsrPatch:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.restore()
-
-
-def patch_basicsr() -> BasicsrPatch:
+def patch_basicsr() -> Any:
     """Make basicsr 1.4.2's train/test pipelines work on today's stack: CPU resume, gloo/torchrun, ``--local-rank``.
 
     ``hat/train.py`` and ``hat/test.py`` do this for their run only. Scripts that call
@@ -278,4 +224,6 @@ def patch_basicsr() -> BasicsrPatch:
 
     or for one block: ``with hat.training.basicsr_compat.patch_basicsr(): train_pipeline(root)``.
     """
-    return BasicsrPatch()
+    from hat.training.basicsr_patches import Run, basicsr_substitutions
+
+    return basicsr_substitutions(Run())

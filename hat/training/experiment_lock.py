@@ -10,7 +10,8 @@ BasicSR is about to archive, and a refused start creates nothing.
 The file names its owner (pid, host, start time, command) for the message a second run
 gets. Mutual exclusion itself is the kernel's ``flock`` on that file, which is released
 when the owner exits in any way, so a lock file left by a dead process is recognised as
-stale and taken over.
+stale and taken over. The descriptor is closed in forked children (DataLoader workers), so a
+killed run's lock is free at once even while its workers live on.
 """
 from __future__ import annotations
 
@@ -26,6 +27,20 @@ from typing import Any, Optional
 
 #: Folder under ``experiments/`` and ``results/`` that holds the lock files.
 LOCKS_FOLDER = '.locks'
+
+#: Descriptors of the locks this process holds; a forked child closes its copies (the lock stays with us).
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    """In a forked child: close the inherited lock descriptors, so that only the owner keeps the lock."""
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class ExperimentLockedError(RuntimeError):
@@ -62,6 +77,8 @@ class ExperimentLock:
 
     def __init__(self, path: str, fd: Optional[int], created: tuple[str, ...] = ()) -> None:
         self.path, self._fd, self._created = path, fd, created
+        if fd is not None:
+            _HELD.add(fd)
 
     def release(self) -> None:
         """Remove the lock file and unlock (safe to call more than once)."""
@@ -74,6 +91,7 @@ class ExperimentLock:
                 with contextlib.suppress(OSError):  # only empty folders go: no other lock, no experiment in them
                     os.rmdir(folder)
         finally:
+            _HELD.discard(self._fd)
             os.close(self._fd)
             self._fd = None
 
@@ -93,9 +111,12 @@ def acquire(path: str, what: str) -> ExperimentLock:
     while folder and not os.path.isdir(folder):  # e.g. experiments/: removed again on release if still empty
         created.append(folder)
         folder = os.path.dirname(folder)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except (FileNotFoundError, FileExistsError):
+            continue  # a finishing run removed the then empty folders during our makedirs or before our open
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

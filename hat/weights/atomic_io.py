@@ -24,11 +24,34 @@ class OutputExistsError(FileExistsError):
     """The output file exists and overwriting was not allowed."""
 
 
-def umask() -> int:
-    """The process's umask (read without changing it for longer than the call)."""
-    mask = os.umask(0)
+def _umask_from_proc() -> Optional[int]:
+    """The umask from the kernel's ``/proc/self/status`` (Linux 4.7+), or None where it is not there."""
+    try:
+        with open('/proc/self/status', encoding='ascii', errors='replace') as status:
+            for line in status:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting_it() -> int:
+    """The umask read the only portable way: set it, then put it back (a moment in which files
+    other threads create get mode 0666/0777, so done once, at import)."""
+    mask = os.umask(0o077)  # the strictest mask for that moment, not the loosest
     os.umask(mask)
     return mask
+
+
+#: Where ``/proc/self/status`` does not tell the umask: the umask when this module was imported.
+_UMASK_AT_IMPORT: Optional[int] = None if _umask_from_proc() is not None else _umask_by_setting_it()
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (see ``_umask_by_setting_it`` for systems without /proc)."""
+    mask = _umask_from_proc()
+    return mask if mask is not None else _UMASK_AT_IMPORT
 
 
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any], overwrite: bool = True) -> None:
@@ -42,8 +65,8 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any], overwrite: b
         raise OutputExistsError(f'{path} already exists')
     fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
-        os.chmod(tmp_name, 0o666 & ~umask())  # mkstemp makes 0600 files; give what open() would
-        with os.fdopen(fd, 'wb') as handle:
+        with os.fdopen(fd, 'wb') as handle:  # owns the descriptor from here: closed on every path
+            os.chmod(tmp_name, 0o666 & ~umask())  # mkstemp makes 0600 files; give what open() would
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -25,6 +25,7 @@ import torch
 
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
+from hat.problems import Problem, ProblemsError
 from hat.weights.atomic_io import atomic_torch_save, atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
@@ -214,7 +215,11 @@ def _read_safetensors(path: str) -> tuple[StateDict, dict[str, str]]:
     """Tensors and metadata of a safetensors file, after checking its header against the file's size."""
     size = os.path.getsize(path)
     with open(path, 'rb') as handle:
-        (header_size,) = struct.unpack('<Q', handle.read(8))
+        start = handle.read(8)
+        if len(start) < 8:
+            raise CheckpointError(f'{path!r} is truncated: {size} bytes, shorter than the 8-byte size that starts '
+                                  'every safetensors file; fetch the file again')
+        (header_size,) = struct.unpack('<Q', start)
         if header_size > min(size - 8, _MAX_HEADER):
             raise CheckpointError(f'{path!r} is truncated or damaged: its safetensors header says it is '
                                   f'{header_size} bytes long, but the file has {size} bytes; fetch the file again')
@@ -321,7 +326,7 @@ def network_format(opt: Mapping[str, Any]) -> str:
     """The format training writes networks in: ``path: {network_format: pth|safetensors}`` (default pth)."""
     fmt = (opt.get('path') or {}).get('network_format') or 'pth'
     if fmt not in FORMATS:
-        raise ValueError(f'path: network_format is {fmt!r}; use pth (BasicSR\'s default) or safetensors')
+        raise ProblemsError([Problem('path', f"network_format is {fmt!r}; use pth (BasicSR's default) or safetensors")])
     return fmt
 
 
