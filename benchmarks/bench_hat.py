@@ -250,6 +250,8 @@ def build_model(config: dict, variant: Variant, device: torch.device, train: boo
         model.train()
     else:
         model.to(DTYPES[variant.dtype]).eval()
+        if variant.attention == 'fused' and not variant.compile:
+            model.set_banded()  # memory-bounded inference, as hat.load_hat and hat-upscale run it
     return torch.compile(model) if variant.compile else model
 
 

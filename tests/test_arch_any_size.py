@@ -55,18 +55,47 @@ def test_batch_items_are_independent(tiny):
         assert torch.allclose(both[1:], tiny(b), atol=1e-6)
 
 
-def test_shift_mask_is_cached_per_size_and_dtype(tiny):
-    tiny._mask_cache.clear()
+def module_state(model):
+    """Every module's attributes, by identity, with the contents of its plain containers."""
+    return [{k: (id(v), repr(v) if isinstance(v, (dict, list, set)) else None) for k, v in vars(m).items()}
+            for m in model.modules()]
+
+
+def test_forward_changes_no_module_state(tiny):
+    before = module_state(tiny)
     with torch.no_grad():
-        tiny(torch.rand(1, 3, 16, 16))
-        tiny(torch.rand(1, 3, 16, 16))
-        tiny(torch.rand(1, 3, 24, 16))
-    assert [key[:2] for key in tiny._mask_cache] == [(16, 16), (24, 16)]
-    first = tiny.shift_mask(16, 16, torch.device('cpu'), torch.float32)
-    assert tiny.shift_mask(16, 16, torch.device('cpu'), torch.float32) is first
+        for size in [(16, 16), (24, 16), (9, 40)]:
+            tiny(torch.rand(1, 3, *size))
+    assert module_state(tiny) == before
+    assert tiny.shift_masks.dtype == torch.float32
     tiny.double()
-    assert not tiny._mask_cache  # casting invalidates cached masks
+    assert tiny.shift_masks.dtype == torch.float64  # a buffer: follows the model's dtype and device
     tiny.float()
+
+
+def test_one_model_serves_several_threads(tiny):
+    """Threads running one model on different sizes at once get what each size gives alone."""
+    import threading
+
+    sizes = [(8 + 3 * i, 30 - 2 * i) for i in range(10)]
+    inputs = [torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(i)) for i, size in enumerate(sizes)]
+    with torch.no_grad():
+        expected = [tiny(x) for x in inputs]
+    failures = []
+
+    def serve(offset):
+        with torch.no_grad():
+            for i in range(len(inputs)):
+                j = (i + offset) % len(inputs)
+                if not torch.equal(tiny(inputs[j]), expected[j]):
+                    failures.append(sizes[j])
+
+    threads = [threading.Thread(target=serve, args=(k * 3,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 def test_conv_branch_switched_off_gives_attention_only_output():

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from hat import PRESETS, create_hat
-from hat.archs.hat_presets import PUBLISHED_NUM_PARAMS
 from tests.conftest import REFERENCE_DIR
+from tests.oracles import PUBLISHED_NUM_PARAMS
 
 REFERENCE = json.loads((REFERENCE_DIR / 'hat_official_state_dicts.json').read_text())
 

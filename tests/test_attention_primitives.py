@@ -5,15 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hat.archs.hat_attention import (
+from hat.archs.hat_arch import (
     SHIFT_MASK_VALUE,
-    overlapping_windows,
     relative_position_index_oca,
     relative_position_index_sa,
-    shifted_window_mask,
+    unfold_windows,
     window_partition,
     window_reverse,
 )
+from tests.oracles import shifted_window_mask
 
 
 @pytest.mark.parametrize('ws', [4, 8, 16])
@@ -71,7 +71,8 @@ def test_shift_mask_equals_region_labelling(h, w, ws):
 def test_overlapping_windows_equal_zero_padded_unfold(ws, ows):
     b, h, w, c = 2, 2 * ws, 3 * ws, 4
     x = torch.randn(b, h, w, c)
-    ours = overlapping_windows(x, ws, ows)
+    pad = (ows - ws) // 2
+    ours = unfold_windows(F.pad(x, (0, 0, pad, pad, pad, pad)), ws, ows)
     unfolded = F.unfold(x.permute(0, 3, 1, 2), kernel_size=ows, stride=ws, padding=(ows - ws) // 2)
     expected = unfolded.view(b, c, ows * ows, -1).permute(0, 3, 2, 1).reshape(-1, ows * ows, c)
     assert torch.equal(ours, expected)

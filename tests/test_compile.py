@@ -39,7 +39,6 @@ def test_body_traces_to_a_single_graph(training):
 def test_new_input_sizes_reuse_the_dynamic_graph():
     torch.manual_seed(0)
     model = HAT(**ONE_GROUP_CONFIG).eval()
-    model.band_tokens = None  # compiled graphs run the whole-image formulation: compare like with like
     graphs = []
 
     def counting_backend(gm, example_inputs):

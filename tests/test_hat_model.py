@@ -10,8 +10,9 @@ import torch
 from conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
 
 import hat.models.hat_model as hat_model
+from hat.archs.banded import BAND_TOKENS
 from hat.inference import plan
-from hat.inference.plan import BAND_TOKENS, TileOutOfMemoryError
+from hat.inference.plan import TileOutOfMemoryError
 from hat.inference.upscaler import Upscaler
 from hat.models.hat_model import HATModel
 from hat.weights.checkpoint import CheckpointError
@@ -121,7 +122,7 @@ def test_out_of_memory_in_validation_halves_the_tile(tmp_path, photo):
 
 def test_validation_chooses_banded_inference_and_gives_the_network_back_as_it_was(tmp_path, photo):
     model = synth_model(tmp_path)
-    model.net_g.band_tokens = None  # whole image, as training needs it
+    model.net_g.set_banded(None)  # whole image, as training needs it
     model.net_g.train()
     seen = []
     model.net_g.register_forward_pre_hook(lambda net, args: seen.append((net.band_tokens, net.training)))

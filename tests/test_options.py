@@ -14,8 +14,9 @@ from basicsr.archs import build_network
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 from conftest import REFERENCE_DIR, REPO_ROOT
+from oracles import PUBLISHED_NUM_PARAMS
 
-from hat.archs.hat_presets import PRESETS, PUBLISHED_NUM_PARAMS
+from hat.archs.hat_presets import PRESETS
 
 OPTION_FILES = sorted((REPO_ROOT / 'options').glob('*/*.yml'))
 REFERENCE = json.loads((REFERENCE_DIR / 'hat_official_state_dicts.json').read_text())

@@ -3,8 +3,11 @@ import pytest
 import torch
 
 from hat import HAT
-from hat.archs.hat_attention import kernel_head_dim, shifted_window_mask, shifted_window_masks
+from hat.archs import kernels
+from hat.archs.hat_arch import shifted_window_masks
+from hat.archs.kernels import kernel_head_dim
 from tests.conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
+from tests.oracles import shifted_window_mask
 
 #: Head size 6 (padded to 8 on the fused path) and 8 (not padded); x3 exercises the other upsampler.
 ODD_HEADS_CONFIG = dict(TINY_CONFIG, embed_dim=30, num_heads=[5, 3], upscale=3, drop_path_rate=0.0)
@@ -13,7 +16,7 @@ ODD_HEADS_CONFIG = dict(TINY_CONFIG, embed_dim=30, num_heads=[5, 3], upscale=3, 
 @pytest.mark.parametrize('h,w,ws', [(16, 24, 8), (8, 8, 8), (32, 16, 16), (12, 18, 6), (8, 32, 8)])
 def test_mask_kinds_equal_the_full_mask_of_every_window(h, w, ws):
     full = shifted_window_mask(h, w, ws, ws // 2, dtype=torch.float64)
-    kinds = shifted_window_masks(ws, ws // 2, dtype=torch.float64)
+    kinds = shifted_window_masks(ws, ws // 2).double()
     nh, nw = h // ws, w // ws
     for i in range(nh):
         for j in range(nw):
@@ -71,14 +74,42 @@ def test_convs_run_channels_last_and_output_is_contiguous():
     assert out.is_contiguous() and out.shape == (1, 3, 22, 32)
 
 
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_inference_takes_the_fused_cpu_kernel(dtype):
+def test_float32_inference_takes_the_fused_cpu_kernel():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    model = HAT(**ODD_HEADS_CONFIG).eval().to(dtype)
-    x = torch.rand(2, 3, 24, 40, dtype=dtype)
+    model = HAT(**ODD_HEADS_CONFIG).eval()
+    x = torch.rand(2, 3, 24, 40)
     with torch.no_grad(), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # no fallback to the math path
         assert model(x).shape == (2, 3, 72, 120)
+
+
+@pytest.mark.parametrize('how', ['bf16 weights', 'autocast', 'autocast banded'])
+def test_bfloat16_cpu_inference_takes_the_bf16_gemm_path(monkeypatch, how):
+    """Every attention call of bf16 inference (bf16 weights, or float32 weights under autocast as
+    hat-upscale runs it) goes through kernels.attend_bf16_cpu, never through the SDPA kernel."""
+    calls = []
+    gemms = kernels.attend_bf16_cpu
+
+    def counting(q, *args):
+        calls.append(q.dtype)
+        return gemms(q, *args)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('bf16 inference on CPU called scaled_dot_product_attention')
+
+    monkeypatch.setattr(kernels, 'attend_bf16_cpu', counting)
+    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention', refuse)
+    model = HAT(**ODD_HEADS_CONFIG).eval()
+    x = torch.rand(1, 3, 24, 40)
+    if how == 'bf16 weights':
+        model, x = model.bfloat16(), x.bfloat16()
+    if how.endswith('banded'):
+        model.set_banded(1)
+    with torch.no_grad(), torch.autocast('cpu', torch.bfloat16, enabled=how != 'bf16 weights'):
+        model(x)
+    # Per group: a regular and a shifted HAB (up to 4 mask kinds: 3 x 5 windows here) and one OCAB.
+    per_forward = 2 * (1 + 4 + 1) if how != 'autocast banded' else 2 * (3 * (1 + 2) + 3)
+    assert calls == [torch.bfloat16] * per_forward
 
 
 def test_bfloat16_cpu_inference_attends_with_bf16_gemms_not_the_flash_kernel(monkeypatch):

@@ -1,33 +1,36 @@
 """HAT: Hybrid Attention Transformer for image super-resolution (Chen et al., CVPR 2023).
 
-``HAT`` takes the constructor arguments of the original release, so its ``network_g``
-option sections build it unchanged, and has the same ``state_dict`` keys, so the published
-checkpoints load strictly and give the same pixels. Unlike the original network, it takes
-any input size: it reflect-pads right and bottom to a multiple of ``window_size`` (the
-original's test-time recipe) and crops the output.
+Read top-down as the paper's Figure 2: window helpers -> attention (window self-attention,
+overlapping cross-attention) -> blocks (CAB, HAB, OCAB) -> group (RHAG) -> network (HAT).
+``HAT`` takes the original release's constructor arguments and has its ``state_dict`` keys, so
+published option files build it and published checkpoints load strictly with the same pixels.
+The paper's ablations are constructor switches (``use_ocab``, ``use_cab``,
+``use_channel_attention``, ``conv_scale``, ``overlap_ratio``, ``squeeze_factor``, ``window_size``).
+
+Memory-bounded inference lives in ``hat.archs.banded`` (chosen with ``HAT.set_banded``), kernel
+layouts and half-precision rules in ``hat.archs.kernels``.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
+import os
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+from torch.utils import checkpoint
 
-from hat.archs.hat_attention import (
-    relative_position_index_oca,
-    relative_position_index_sa,
-    shifted_window_masks,
-)
-from hat.archs.hat_blocks import (
-    RHAG,
-    AttentionInputs,
-    PatchEmbed,
-    Upsample,
-    bands,
-    is_supported_scale,
+from hat.archs import banded
+from hat.archs.kernels import (
+    autocast_off,
+    cast,
+    kernel_head_dim,
+    padded_projection,
+    scaled_dot_product,
+    stream_conv,
+    stream_dtype,
     stream_layer_norm,
 )
 
@@ -39,44 +42,434 @@ RGB_MEAN = (0.4488, 0.4371, 0.4040)
 #: Intermediate channels of the reconstruction head (fixed in the original).
 NUM_FEAT = 64
 
-#: How many input sizes keep their shift mask cached (tiles of one image share one size).
-MASK_CACHE_SIZE = 8
-
-#: Default ``HAT.band_tokens``: pixels per band of memory-bounded inference (see ``HAT.band_rows``).
-BAND_TOKENS = 4096
+#: Value added to the logits of token pairs from different regions of a shifted window
+#: (the original uses -100, not -inf; kept for identical numbers).
+SHIFT_MASK_VALUE = -100.0
 
 
-def _pair(value: IntOrPair) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    h, w = value
-    return int(h), int(w)
+# --------------------------------------------------------------------------- window helpers
+def fused_attention_default() -> bool:
+    """Whether new attention modules start on the fused path (env ``HAT_FUSED_ATTN``, default on)."""
+    return os.environ.get('HAT_FUSED_ATTN', '1').strip().lower() not in ('0', 'false', 'no', 'off')
 
 
-class MemoryLayout(NamedTuple):
-    """What ``hat.memory_budget`` needs to know about a network (``HAT.memory_layout``)."""
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Split ``(b, h, w, c)`` into ``(b * num_windows, window_size, window_size, c)``, row-major windows."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)  # (b, nh, ws, nw, ws, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c)  # (b*nh*nw, ws, ws, c)
 
-    embed_dim: int
-    num_heads: int  # the largest num_heads entry
+
+def window_reverse(windows: torch.Tensor, window_size: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(b * num_windows, ws, ws, c)`` back to ``(b, h, w, c)``."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)  # (b, nh, nw, ws, ws, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, h, w, c)  # (b, nh, ws, nw, ws, c) -> (b, h, w, c)
+
+
+def unfold_windows(padded: torch.Tensor, window_size: int, overlap_size: int) -> torch.Tensor:
+    """Enlarged windows ``(b * num_windows, overlap_size**2, c)`` of ``(b, h + 2p, w + 2p, c)``, an
+    image padded by the enlargement ``p`` on every side; ordered like :func:`window_partition`."""
+    c = padded.shape[-1]
+    patches = padded.unfold(1, overlap_size, window_size).unfold(2, overlap_size, window_size)  # (b, nh, nw, c, o, o)
+    return patches.permute(0, 1, 2, 4, 5, 3).reshape(-1, overlap_size * overlap_size, c)  # (b*nh*nw, o*o, c)
+
+
+def relative_position_index_sa(window_size: int) -> torch.Tensor:
+    """Index into the ``(2ws-1)**2`` bias table for every (query, key) pair of a window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
+    coords = coords.flatten(1)  # (2, ws*ws)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (ws*ws, ws*ws, 2)
+    rel = rel + (window_size - 1)
+    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]
+
+
+def relative_position_index_oca(window_size: int, overlap_size: int) -> torch.Tensor:
+    """Index into the ``(ws + ows - 1)**2`` bias table for (query, enlarged-key) pairs.
+
+    Reproduces the original formula exactly, including its offset: some indices are
+    negative and wrap around the table under PyTorch indexing, as in the original.
+    """
+    ori = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
+    ext = torch.stack(torch.meshgrid(torch.arange(overlap_size), torch.arange(overlap_size), indexing='ij'))
+    rel = (ext.flatten(1)[:, None, :] - ori.flatten(1)[:, :, None]).permute(1, 2, 0)  # (ws*ws, ows*ows, 2)
+    rel = rel + (window_size - overlap_size + 1)
+    return rel[..., 0] * (window_size + overlap_size - 1) + rel[..., 1]
+
+
+def shifted_window_masks(window_size: int, shift_size: int) -> torch.Tensor:
+    """Masks ``(3, ws*ws, ws*ws)`` of the last window column, the last window row and the corner window:
+    0 within a region, -100 across. After the cyclic shift only these windows mix regions, and every
+    window of one kind has the same mask whatever the image size; interior windows need none."""
+    pos = torch.arange(window_size)
+    band = (pos >= window_size - shift_size).long() + 1  # region 1 or 2 inside the last window row/column
+    same = torch.zeros_like(band)
+    ids = torch.stack([
+        same[:, None] * 3 + band[None, :],  # last column: one region along rows
+        band[:, None] * 3 + same[None, :],  # last row: one region along columns
+        band[:, None] * 3 + band[None, :],  # corner
+    ]).flatten(1)  # (3, ws*ws)
+    different = ids[:, None, :] != ids[:, :, None]  # (3, ws*ws, ws*ws)
+    return torch.zeros(different.shape).masked_fill_(different, SHIFT_MASK_VALUE)
+
+
+def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Relative position bias ``(heads, queries, keys)`` from a ``(entries, heads)`` table (negative
+    indices wrap around the table, as with the original's advanced indexing)."""
+    nq, nk = index.shape
+    return table.t().index_select(1, index.reshape(-1) % table.shape[0]).view(-1, nq, nk)  # (heads, nq, nk)
+
+
+def window_runs(count: int, masked_last: bool) -> list[tuple[int, int, bool]]:
+    """Runs ``(start, stop, is_last)`` of window rows (or columns) sharing a mask kind; with ``masked_last``,
+    the last one is a run of its own (the shifted-window mask applies)."""
+    if not masked_last:
+        return [(0, count, False)]
+    return ([(0, count - 1, False)] if count > 1 else []) + [(count - 1, count, True)]
+
+
+def cat(tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    """``torch.cat`` that hands a single tensor back without copying it."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
+           dropout_p: float, fused: bool) -> torch.Tensor:
+    """``softmax(q k^T * scale + bias) v`` over ``(windows, heads, tokens, d)``; ``bias`` ``(1, heads, N, M)``."""
+    if fused:
+        return scaled_dot_product(q, k, v, bias, scale, dropout_p)
+    attn = (q * scale) @ k.transpose(-2, -1) + bias  # (windows, heads, N, M)
+    attn = attn.softmax(dim=-1)
+    if dropout_p > 0:
+        attn = F.dropout(attn, p=dropout_p)
+    return attn @ v
+
+
+class AttentionInputs(NamedTuple):
+    """What every block reads besides its input, made once per forward by ``HAT.attention_inputs``."""
+
     window_size: int
     overlap_size: int  # side of OCAB's enlarged key/value windows
-    mlp_hidden: int
-    head_features: int  # channels of the reconstruction head (NUM_FEAT)
-    upscale: int
-    in_chans: int
-    fused: bool  # fused attention (False: the original's explicit formulation)
-    band_tokens: Optional[int]  # pixels per band of memory-bounded inference (None: whole image)
+    rpi_sa: torch.Tensor
+    rpi_oca: torch.Tensor
+    shift_masks: torch.Tensor  # (3, N, N), see shifted_window_masks
+    dtype: torch.dtype  # the branches' compute dtype (the residual stream may be wider: kernels.stream_dtype)
 
 
-def body_band_rows(band_tokens: int, batch: int, width: int, window_size: int) -> int:
-    """Pixel rows per band of the body: whole window rows, about ``band_tokens`` pixels a band."""
-    return max(1, band_tokens // (batch * width * window_size)) * window_size
+# --------------------------------------------------------------------------- attention
+class WindowAttention(nn.Module):
+    """(Shifted) window multi-head self-attention with relative position bias, (S)W-MSA in the paper."""
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.fused_attn = fused_attention_default()
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, ctx: AttentionInputs, shifted: bool = False,
+                bottom: bool = True) -> torch.Tensor:
+        """``x``: the (cyclically shifted) image ``(b, h, w, c)``, or a band of its rows (``bottom``: whether
+        the band holds the image's last window row). Returns ``(b, h, w, c)``.
+
+        Partition -> attend -> reverse, with the windows grouped by the shift mask they need (interior,
+        last column, last row, corner), so the mask is never expanded to every window.
+        """
+        b, h, w, c = x.shape
+        ws, heads, n = ctx.window_size, self.num_heads, ctx.window_size ** 2
+        d = c // heads
+        kd = kernel_head_dim(d, self.fused_attn)
+        rows, cols = window_runs(h // ws, shifted and bottom), window_runs(w // ws, shifted)
+        grid = x.view(b, h // ws, ws, w // ws, ws, c)  # (b, nh, ws, nw, ws, c)
+        groups = [grid[:, r0:r1, :, c0:c1].permute(0, 1, 3, 2, 4, 5).reshape(-1, n, c)  # (b*rows*cols, N, c)
+                  for r0, r1, _ in rows for c0, c1, _ in cols]
+        counts = [g.shape[0] for g in groups]
+        qkv = F.linear(cat(groups), *padded_projection(self.qkv, 3, heads, kd))  # (b*nW, N, 3*heads*kd)
+        bias = gather_bias(self.relative_position_bias_table, ctx.rpi_sa)  # (heads, N, N)
+        kinds = [2 * last_row + last_col for _, _, last_row in rows for _, _, last_col in cols]
+        dropout_p = self.attn_drop if self.training else 0.0
+        outs = []
+        for kind, part in zip(kinds, qkv.split(counts)):
+            q, k, v = part.view(-1, n, 3, heads, kd).permute(2, 0, 3, 1, 4)  # 3 x (windows, heads, N, kd)
+            mask = bias if kind == 0 else bias + ctx.shift_masks[kind - 1]
+            out = attend(q, k, v, mask[None], self.scale, dropout_p, self.fused_attn)
+            outs.append(out[..., :d].transpose(1, 2))  # (windows, N, heads, d)
+        out = self.proj_drop(self.proj(cat(outs).reshape(-1, n, c))).split(counts)  # groups of (windows, N, c)
+        parts = iter(out)
+        bands = [cat([next(parts).view(b, r1 - r0, c1 - c0, ws, ws, c) for c0, c1, _ in cols], dim=2)
+                 for r0, r1, _ in rows]  # each (b, rows, nw, ws, ws, c)
+        return cat(bands, dim=1).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)  # (b, nh, ws, nw, ws, c) -> image
 
 
-def head_band_rows(band_tokens: int, batch: int, width: int) -> int:
-    """LR rows per band of the reconstruction head: twice the body's pixels (the body's maps are
-    gone by then), any number of rows."""
-    return max(1, 2 * band_tokens // (batch * width))
+class OverlapCrossAttention(nn.Module):
+    """OCA: queries from ``ws x ws`` windows, keys/values from enlarged ``ows x ows`` windows centred
+    on them (zeros beyond the image). The block's projections and bias table live in ``OCAB``."""
+
+    def __init__(self, dim: int, num_heads: int, qk_scale: Optional[float] = None):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.fused_attn = fused_attention_default()
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, table: torch.Tensor, ctx: AttentionInputs) -> torch.Tensor:
+        """Queries ``(b, h, w, heads * kd)`` against keys/values ``(b, h + 2p, w + 2p, 2 * heads * kd)``
+        padded by the enlargement ``p`` on every side (a band of a larger image brings its neighbours'
+        rows instead of zeros). Returns ``(b, h, w, dim)``."""
+        b, h, w, width = q.shape
+        ws, ows, heads = ctx.window_size, ctx.overlap_size, self.num_heads
+        kd = width // heads
+        q = window_partition(q, ws).view(-1, ws * ws, heads, kd).transpose(1, 2)  # (b*nW, heads, N, kd)
+        kv = unfold_windows(kv, ws, ows)  # (b*nW, ows*ows, 2*heads*kd)
+        k, v = kv.view(-1, ows * ows, 2, heads, kd).permute(2, 0, 3, 1, 4)  # 2 x (b*nW, heads, M, kd)
+        bias = gather_bias(table, ctx.rpi_oca)[None]  # (1, heads, N, M)
+        out = attend(q, k, v, bias, self.scale, 0.0, self.fused_attn)
+        out = out[..., :self.dim // heads].transpose(1, 2).reshape(-1, ws, ws, self.dim)  # (b*nW, ws, ws, dim)
+        return window_reverse(out, ws, h, w)
+
+
+# --------------------------------------------------------------------------- blocks
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation channel attention (as in RCAN): rescales each channel by a gate in (0, 1)."""
+
+    def __init__(self, num_feat: int, squeeze_factor: int = 16):
+        super().__init__()
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(num_feat, num_feat // squeeze_factor, 1, padding=0),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(num_feat // squeeze_factor, num_feat, 1, padding=0),
+            nn.Sigmoid(),
+        )
+
+    def gate(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The gate ``(b, c, 1, 1)`` of ``x``, which holds ``scale`` times the features, computed from the
+        unscaled ones in at least float32 (autocast off: the squeeze path is tiny)."""
+        _, squeeze, _, expand, _ = self.attention
+        acc = stream_dtype(x.dtype)
+        with autocast_off(x):
+            z = x.mean((2, 3), keepdim=True, dtype=acc) / scale
+            z = F.relu(F.conv2d(z, squeeze.weight.to(acc), cast(squeeze.bias, acc)))
+            return torch.sigmoid(F.conv2d(z, expand.weight.to(acc), cast(expand.bias, acc))).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return x * self.gate(x, scale)
+
+
+class CAB(nn.Module):
+    """Channel attention block: conv (compress) - GELU - conv (expand) - channel attention (optional)."""
+
+    def __init__(self, num_feat: int, compress_ratio: int = 3, squeeze_factor: int = 30,
+                 use_channel_attention: bool = True):
+        super().__init__()
+        layers = [nn.Conv2d(num_feat, num_feat // compress_ratio, 3, 1, 1), nn.GELU(),
+                  nn.Conv2d(num_feat // compress_ratio, num_feat, 3, 1, 1)]
+        if use_channel_attention:
+            layers.append(ChannelAttention(num_feat, squeeze_factor))
+        self.cab = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """``scale * cab(x)``, ``x`` ``(b, c, h, w)``. The scale is applied before the expanding conv, so its
+        large unscaled output (HAT weights it by ``conv_scale=0.01``) never exists in half precision."""
+        compress, act, expand, *attention = self.cab
+        if scale == 0:  # the branch is switched off; the gate would divide by zero
+            return torch.zeros_like(x)
+        y = act(compress(x)) * scale
+        y = F.conv2d(y, expand.weight, None if expand.bias is None else expand.bias * scale, expand.stride,
+                     expand.padding)
+        return attention[0](y, scale) if attention else y
+
+
+class Mlp(nn.Module):
+    """Two-layer feed-forward network with GELU, as in Swin/HAT."""
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a sample's residual branch with probability ``drop_prob`` in training."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+class HAB(nn.Module):
+    """Hybrid attention block: ``X_M = (S)W-MSA(LN(X)) + conv_scale * CAB(LN(X)) + X``,
+    ``Y = MLP(LN(X_M)) + X_M``. Without CAB (``use_cab=False``) the conv term is absent."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, compress_ratio: int,
+                 squeeze_factor: int, conv_scale: float, mlp_ratio: float, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, drop: float = 0.0, attn_drop: float = 0.0,
+                 drop_path: float = 0.0, use_cab: bool = True, use_channel_attention: bool = True):
+        super().__init__()
+        self.shift_size = shift_size
+        self.conv_scale = conv_scale
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.conv_block = CAB(dim, compress_ratio, squeeze_factor, use_channel_attention) if use_cab else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], ctx: AttentionInputs) -> torch.Tensor:
+        """``x``: tokens ``(b, h*w, c)`` of an image of size ``x_size``; same shape out."""
+        (h, w), (b, _, c), s = x_size, x.shape, self.shift_size
+        shortcut = x
+        x = stream_layer_norm(self.norm1, x, ctx.dtype).view(b, h, w, c)  # LN(X) as an image
+        conv_x = None
+        if self.conv_block is not None:
+            conv_x = self.conv_block(x.permute(0, 3, 1, 2), self.conv_scale)  # (b, c, h, w)
+            conv_x = conv_x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # tokens (b, h*w, c)
+        if s:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+        attn_x = self.attn(x, ctx, shifted=bool(s))  # (b, h, w, c)
+        if s:
+            attn_x = torch.roll(attn_x, shifts=(s, s), dims=(1, 2))
+        x = shortcut + self.drop_path(attn_x.reshape(b, h * w, c))  # tokens (b, h*w, c)
+        if conv_x is not None:
+            x = x + conv_x
+        return x + self.drop_path(self.mlp(stream_layer_norm(self.norm2, x, ctx.dtype)))
+
+
+class OCAB(nn.Module):
+    """Overlapping cross-attention block: ``X_M = OCA(LN(X)) + X``, ``Y = MLP(LN(X_M)) + X_M``; window
+    queries attend to enlarged, overlapping key/value windows."""
+
+    def __init__(self, dim: int, window_size: int, overlap_ratio: float, num_heads: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, mlp_ratio: float = 2.0):
+        super().__init__()
+        overlap_size = int(window_size * overlap_ratio) + window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((window_size + overlap_size - 1) ** 2,
+                                                                     num_heads))
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attention = OverlapCrossAttention(dim, num_heads, qk_scale)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def qkv_projection(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The qkv projection with heads padded for the attention kernel (``kernels.padded_projection``)."""
+        heads = self.attention.num_heads
+        return padded_projection(self.qkv, 3, heads, kernel_head_dim(self.attention.dim // heads,
+                                                                      self.attention.fused_attn))
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], ctx: AttentionInputs) -> torch.Tensor:
+        """``x``: tokens ``(b, h*w, c)`` of an image of size ``x_size``; same shape out."""
+        (h, w), (b, _, c) = x_size, x.shape
+        p = (ctx.overlap_size - ctx.window_size) // 2
+        qkv = F.linear(stream_layer_norm(self.norm1, x, ctx.dtype), *self.qkv_projection())
+        qkv = qkv.view(b, h, w, -1)  # (b, h, w, 3 * heads * kd)
+        q, kv = qkv.split([qkv.shape[-1] // 3, 2 * qkv.shape[-1] // 3], dim=-1)  # (b, h, w, heads*kd), (.., 2*..)
+        attn_x = self.attention(q, F.pad(kv, (0, 0, p, p, p, p)), self.relative_position_bias_table, ctx)
+        x = self.proj(attn_x.reshape(b, h * w, c)) + x  # tokens (b, h*w, c)
+        return x + self.mlp(stream_layer_norm(self.norm2, x, ctx.dtype))
+
+
+# --------------------------------------------------------------------------- group
+class AttenBlocks(nn.Module):
+    """The blocks of one RHAG: ``depth`` HABs (every second one shifted), then one OCAB (unless
+    ``use_ocab=False``)."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, shift_size: int,
+                 overlap_ratio: float, mlp_ratio: float, drop_path: Sequence[float], qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, use_checkpoint: bool = False, use_ocab: bool = True,
+                 **hab_kwargs):
+        super().__init__()
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList([
+            HAB(dim, num_heads, window_size, 0 if i % 2 == 0 else shift_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                qk_scale=qk_scale, drop_path=drop_path[i], **hab_kwargs)
+            for i in range(depth)
+        ])
+        self.overlap_attn = (OCAB(dim, window_size, overlap_ratio, num_heads, qkv_bias, qk_scale, mlp_ratio)
+                             if use_ocab else None)
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], ctx: AttentionInputs) -> torch.Tensor:
+        checkpointing = self.use_checkpoint and torch.is_grad_enabled()
+        for block in [*self.blocks, self.overlap_attn]:
+            if block is None:
+                continue
+            if checkpointing:
+                x = checkpoint.checkpoint(block, x, x_size, ctx, use_reentrant=False)
+            else:
+                x = block(x, x_size, ctx)
+        return x
+
+
+class RHAG(nn.Module):
+    """Residual hybrid attention group: HABs, an OCAB, a 3x3 conv (``resi_connection='1conv'``) or
+    nothing (``'identity'``), and a residual connection around them all."""
+
+    def __init__(self, dim: int, resi_connection: str = '1conv', **block_kwargs):
+        super().__init__()
+        self.residual_group = AttenBlocks(dim=dim, **block_kwargs)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == '1conv' else nn.Identity()
+
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int], ctx: AttentionInputs) -> torch.Tensor:
+        """``x``: tokens ``(b, h*w, c)``; same shape out."""
+        b, _, c = x.shape
+        y = self.residual_group(x, x_size, ctx).transpose(1, 2).reshape(b, c, *x_size)  # (b, c, h, w)
+        if isinstance(self.conv, nn.Conv2d):  # reads the residual stream: stream precision
+            y = stream_conv(self.conv, y)
+        return y.flatten(2).transpose(1, 2) + x  # (b, h*w, c)
+
+
+# --------------------------------------------------------------------------- network
+class PatchEmbed(nn.Module):
+    """Feature map ``(b, c, h, w)`` to tokens ``(b, h*w, c)`` (HAT's "patches" are single pixels),
+    optionally layer-normalised; tokens in the residual stream's precision (``kernels.stream_dtype``)."""
+
+    def __init__(self, embed_dim: int, norm: bool = True):
+        super().__init__()
+        self.norm = nn.LayerNorm(embed_dim) if norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2).to(stream_dtype(x.dtype))  # (b, h*w, c)
+        return stream_layer_norm(self.norm, x, x.dtype) if self.norm is not None else x
+
+
+def is_supported_scale(scale: int) -> bool:
+    """HAT reconstructs at x1, x3 and any power of two."""
+    return isinstance(scale, int) and scale >= 1 and (scale == 3 or scale & (scale - 1) == 0)
+
+
+class Upsample(nn.Sequential):
+    """Pixel-shuffle upsampler: one conv + PixelShuffle(2) per factor 2, or one PixelShuffle(3);
+    scale 1 gives an empty sequence (identity)."""
+
+    def __init__(self, scale: int, num_feat: int):
+        if not is_supported_scale(scale):
+            raise ValueError(f'upscale={scale} is not supported: use 1, 3 or a power of two (2, 4, 8, ...)')
+        factors = [3] if scale == 3 else [2] * int(math.log2(scale))
+        super().__init__(*[layer for f in factors
+                           for layer in (nn.Conv2d(num_feat, f * f * num_feat, 3, 1, 1), nn.PixelShuffle(f))])
 
 
 def window_padding(side: int, multiple: int) -> int:
@@ -107,6 +500,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return x
 
 
+def _pair(value: IntOrPair) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    h, w = value
+    return int(h), int(w)
+
+
 @ARCH_REGISTRY.register()
 class HAT(nn.Module):
     """Hybrid Attention Transformer.
@@ -123,9 +523,9 @@ class HAT(nn.Module):
             run: see ``overlap_ratio``).
         compress_ratio: Channel compression of the conv branch of a HAB.
         squeeze_factor: Channel squeeze of its channel attention.
-        conv_scale: Weight of the conv branch relative to attention.
-        overlap_ratio: OCAB enlarges key/value windows by ``int(window_size * overlap_ratio)``,
-            which must be even (half on each side).
+        conv_scale: Weight alpha of the conv branch relative to attention (0 switches it off).
+        overlap_ratio: Overlap gamma: OCAB enlarges key/value windows by ``int(window_size *
+            overlap_ratio)``, which must be even (half on each side); 0 gives same-size windows.
         mlp_ratio: Hidden width of the MLPs relative to ``embed_dim``.
         qkv_bias: Learnable bias on the query/key/value projections.
         qk_scale: Attention scale; default ``head_dim ** -0.5``.
@@ -138,6 +538,9 @@ class HAT(nn.Module):
         img_range: Pixel range the network works in (1 or 255); inputs are in [0, 1].
         upsampler: Reconstruction head; only ``'pixelshuffle'`` exists in HAT.
         resi_connection: ``'1conv'`` or ``'identity'`` at the end of each RHAG and body.
+        use_ocab, use_cab, use_channel_attention: The paper's ablation switches: an OCAB in each
+            RHAG, a CAB in each HAB, channel attention in each CAB. A switched-off module has no
+            parameters.
     """
 
     def __init__(
@@ -166,37 +569,35 @@ class HAT(nn.Module):
         img_range: float = 1.0,
         upsampler: str = 'pixelshuffle',
         resi_connection: str = '1conv',
+        use_ocab: bool = True,
+        use_cab: bool = True,
+        use_channel_attention: bool = True,
     ):
         super().__init__()
         depths, num_heads = list(depths), list(num_heads)
         patches = tuple(s // p for s, p in zip(_pair(img_size), _pair(patch_size)))
-        _check_config(in_chans, embed_dim, depths, num_heads, window_size, compress_ratio, squeeze_factor,
-                      overlap_ratio, mlp_ratio, upscale, upsampler, resi_connection, patches)
-
+        _check_config(in_chans, embed_dim, depths, num_heads, window_size, compress_ratio,
+                      squeeze_factor if use_cab and use_channel_attention else 1, overlap_ratio, mlp_ratio, upscale,
+                      upsampler, resi_connection, patches)
         self.window_size = window_size
-        self.shift_size = window_size // 2
-        self.overlap_ratio = overlap_ratio
+        self.overlap_size = window_size + int(overlap_ratio * window_size)
         self.in_chans = in_chans
         self.upscale = upscale
-        self.upsampler = upsampler
         self.img_range = img_range
         self.embed_dim = embed_dim
-        self.num_layers = len(depths)
         self.ape = ape
         self.patches_resolution = patches
-        #: Inference (no autograd, fused attention, not compiled) runs the body and the reconstruction
-        #: head in bands of about this many pixels (whole window rows), so that temporaries stay
-        #: bounded whatever the image size; None runs every layer on the whole image at once.
-        self.band_tokens: Optional[int] = BAND_TOKENS
+        #: Pixels per band of memory-bounded inference, or None for the whole image at once (see set_banded).
+        self.band_tokens: Optional[int] = None
         mean = RGB_MEAN if in_chans == 3 else (0.0,) * in_chans
         # 1-D so the channels-last conversion below leaves it alone (DDP cannot sync a (1, c, 1, 1)
         # channels-last buffer: its strides make elements overlap).
         self.register_buffer('mean', torch.tensor(mean), persistent=False)
-        self._mask_cache: OrderedDict = OrderedDict()
-
-        overlap_size = window_size + int(overlap_ratio * window_size)
         self.register_buffer('relative_position_index_SA', relative_position_index_sa(window_size))
-        self.register_buffer('relative_position_index_OCA', relative_position_index_oca(window_size, overlap_size))
+        self.register_buffer('relative_position_index_OCA', relative_position_index_oca(window_size,
+                                                                                       self.overlap_size))
+        # Computed once here (never inside forward), so one model can serve several threads.
+        self.register_buffer('shift_masks', shifted_window_masks(window_size, window_size // 2), persistent=False)
 
         # 1. shallow feature extraction
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
@@ -207,32 +608,17 @@ class HAT(nn.Module):
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, patches[0] * patches[1], embed_dim))
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(p=drop_rate)
-
-        # Windows are not shifted when the training patch fits in a single window.
-        shift_size = 0 if min(patches) <= window_size else self.shift_size
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        self.layers = nn.ModuleList()
-        for i, (depth, heads) in enumerate(zip(depths, num_heads)):
-            start = sum(depths[:i])
-            self.layers.append(RHAG(
-                dim=embed_dim,
-                resi_connection=resi_connection,
-                depth=depth,
-                num_heads=heads,
-                window_size=window_size,
-                shift_size=shift_size,
-                compress_ratio=compress_ratio,
-                squeeze_factor=squeeze_factor,
-                conv_scale=conv_scale,
-                overlap_ratio=overlap_ratio,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                qk_scale=qk_scale,
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=dpr[start:start + depth],
-                use_checkpoint=use_checkpoint,
-            ))
+        shift_size = 0 if min(patches) <= window_size else window_size // 2  # no shift if a patch is one window
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        self.layers = nn.ModuleList([
+            RHAG(embed_dim, resi_connection, depth=depth, num_heads=heads, window_size=window_size,
+                 shift_size=shift_size, compress_ratio=compress_ratio, squeeze_factor=squeeze_factor,
+                 conv_scale=conv_scale, overlap_ratio=overlap_ratio, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                 qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate,
+                 drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])], use_checkpoint=use_checkpoint,
+                 use_ocab=use_ocab, use_cab=use_cab, use_channel_attention=use_channel_attention)
+            for i, (depth, heads) in enumerate(zip(depths, num_heads))
+        ])
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == '1conv' \
             else nn.Identity()
@@ -245,7 +631,7 @@ class HAT(nn.Module):
         self.apply(self._init_weights)
         # Channels-last conv weights make every conv read and write the (b, h*w, c) token
         # layout directly: token <-> image reshapes become views, and the narrow convs of
-        # the channel attention blocks run 2x faster on CPU. state_dict shapes are unchanged.
+        # the channel attention blocks run faster on CPU. state_dict shapes are unchanged.
         self.to(memory_format=torch.channels_last)
 
     @staticmethod
@@ -270,31 +656,26 @@ class HAT(nn.Module):
             if hasattr(module, 'fused_attn'):
                 module.fused_attn = bool(enabled)
 
+    @property
+    def fused_attention(self) -> bool:
+        """Whether every attention module is on the fused path (see :meth:`set_fused_attention`)."""
+        return all(m.fused_attn for m in self.modules() if hasattr(m, 'fused_attn'))
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations."""
         for layer in self.layers:
             layer.residual_group.use_checkpoint = bool(enabled)
 
-    def shift_mask(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Shifted-window masks ``(3, N, N)`` for an ``h x w`` feature map (see
-        ``hat_attention.shifted_window_masks``), cached per size, device and dtype."""
-        if torch.compiler.is_compiling():
-            return shifted_window_masks(self.window_size, self.shift_size, device, dtype)
-        key = (h, w, device, dtype)
-        mask = self._mask_cache.get(key)
-        if mask is None:
-            mask = shifted_window_masks(self.window_size, self.shift_size, device, dtype)
-            self._mask_cache[key] = mask
-            while len(self._mask_cache) > MASK_CACHE_SIZE:
-                self._mask_cache.popitem(last=False)
-        else:
-            self._mask_cache.move_to_end(key)
-        return mask
+    def set_banded(self, band_tokens: Optional[int] = banded.BAND_TOKENS) -> None:
+        """Run inference in bands of about ``band_tokens`` pixels (``hat.archs.banded``: memory bounded
+        whatever the image size, no autograd), or every layer on the whole image (None)."""
+        if band_tokens is not None and (isinstance(band_tokens, bool) or int(band_tokens) < 1):
+            raise ValueError(f'band_tokens must be a positive number of pixels or None, got {band_tokens!r}')
+        self.band_tokens = None if band_tokens is None else int(band_tokens)
 
-    def _apply(self, fn, *args, **kwargs):
-        # Moving or casting the model invalidates cached masks.
-        self._mask_cache.clear()
-        return super()._apply(fn, *args, **kwargs)
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size an ``h x w`` input runs at: both sides padded up to a multiple of the window."""
+        return h + window_padding(h, self.window_size), w + window_padding(w, self.window_size)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for inputs the network cannot take."""
@@ -309,122 +690,58 @@ class HAT(nn.Module):
         if x.shape[-2] < 1 or x.shape[-1] < 1 or x.shape[0] < 1:
             raise ValueError(f'input has an empty dimension: {tuple(x.shape)}')
 
-    def band_rows(self, x: torch.Tensor) -> Optional[int]:
-        """Pixel rows (whole window rows) per band of memory-bounded inference on ``x`` ``(b, c, h, w)``,
-        or None where the whole image runs at once: with autograd on (training keeps the
-        original formulation), in train mode, on the explicit attention path, under
-        ``torch.compile``/``torch.export``, or with ``band_tokens=None``."""
-        if (self.band_tokens is None or torch.is_grad_enabled() or self.training or torch.compiler.is_compiling()
-                or not self.fused_attention):
-            return None
-        b, _, _, w = x.shape
-        return body_band_rows(self.band_tokens, b, w, self.window_size)
+    def attention_inputs(self, x: torch.Tensor) -> AttentionInputs:
+        """The per-forward values every block reads, for the feature map ``x`` ``(b, c, h, w)``."""
+        return AttentionInputs(self.window_size, self.overlap_size, self.relative_position_index_SA,
+                               self.relative_position_index_OCA, self.shift_masks, x.dtype)
 
-    def padded_size(self, h: int, w: int) -> tuple[int, int]:
-        """The size an ``h x w`` input runs at: both sides padded up to a multiple of the window."""
-        return h + window_padding(h, self.window_size), w + window_padding(w, self.window_size)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Shallow features ``(b, c, h, w)`` to body tokens ``(b, h*w, c)`` (patch embedding, ``ape``)."""
+        tokens = self.patch_embed(x)
+        if self.ape:
+            if tokens.shape[1] != self.absolute_pos_embed.shape[1]:
+                raise ValueError(f'this model has an absolute position embedding (ape=True) for '
+                                 f'{self.patches_resolution} inputs; got {tuple(x.shape[-2:])} after padding')
+            tokens = tokens + self.absolute_pos_embed
+        return self.pos_drop(tokens)
 
-    @property
-    def memory_layout(self) -> MemoryLayout:
-        """The sizes that decide how much memory a forward needs (read by ``hat.memory_budget``)."""
-        return MemoryLayout(
-            embed_dim=self.embed_dim,
-            num_heads=max(layer.residual_group.blocks[0].attn.num_heads for layer in self.layers),
-            window_size=self.window_size,
-            overlap_size=self.layers[0].residual_group.overlap_attn.overlap_win_size,
-            mlp_hidden=self.layers[0].residual_group.blocks[0].mlp.fc1.out_features,
-            head_features=NUM_FEAT,
-            upscale=self.upscale,
-            in_chans=self.in_chans,
-            fused=self.fused_attention,
-            band_tokens=self.band_tokens,
-        )
-
-    @property
-    def fused_attention(self) -> bool:
-        """Whether every attention module is on the fused path (see :meth:`set_fused_attention`)."""
-        return all(m.fused_attn for m in self.modules() if hasattr(m, 'fused_attn'))
+    def unembed(self, tokens: torch.Tensor, x_size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """Body tokens ``(b, h*w, c)`` to a normalised feature map ``(b, c, h, w)`` in ``dtype``."""
+        tokens = stream_layer_norm(self.norm, tokens, dtype)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], self.embed_dim, *x_size)  # (b, c, h, w)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Transformer body on a ``(b, embed_dim, h, w)`` map whose sides are multiples of the window."""
-        return self._body(x, self.band_rows(x))
-
-    def _body(self, x: torch.Tensor, band_rows: Optional[int]) -> torch.Tensor:
-        """``forward_features`` with the band height already decided (``band_rows`` walks every module)."""
-        h, w = x.shape[-2:]
-        inputs = AttentionInputs(
-            rpi_sa=self.relative_position_index_SA,
-            rpi_oca=self.relative_position_index_OCA,
-            shift_masks=self.shift_mask(h, w, x.device, x.dtype),
-            compute_dtype=x.dtype,
-            band_rows=band_rows,
-        )
-        x = self.patch_embed(x)
-        if self.ape:
-            if x.shape[1] != self.absolute_pos_embed.shape[1]:
-                raise ValueError(f'this model has an absolute position embedding (ape=True) for '
-                                 f'{self.patches_resolution} inputs; got {(h, w)} after padding')
-            x = x + self.absolute_pos_embed
-        x = self.pos_drop(x)
+        """Deep feature extraction: the RHAGs on ``(b, embed_dim, h, w)``, sides multiples of the window."""
+        ctx = self.attention_inputs(x)
+        x_size = tuple(x.shape[-2:])
+        tokens = self.embed(x)
         for layer in self.layers:
-            x = layer(x, (h, w), inputs)
-        x = stream_layer_norm(self.norm, x, inputs.compute_dtype)
-        return x.transpose(1, 2).reshape(x.shape[0], self.embed_dim, h, w)
+            tokens = layer(tokens, x_size, ctx)
+        return self.unembed(tokens, x_size, ctx.dtype)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on an input whose sides are multiples of ``window_size``; output not cropped."""
+        mean = self.mean.to(x.dtype).view(1, -1, 1, 1)  # (1, in_chans, 1, 1)
+        x = (x - mean) * self.img_range
+        x = self.conv_first(x)  # 1. shallow features
+        x = self.conv_after_body(self.forward_features(x)) + x  # 2. deep features, long skip
+        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))  # 3. reconstruction
+        return x / self.img_range + mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Super-resolve ``(b, in_chans, h, w)`` in [0, 1] to ``(b, in_chans, h*upscale, w*upscale)``.
 
-        An input of another floating dtype than the weights (say float64 or float16 into a
-        float32 model) is computed in the weights' dtype and returned in its own.
+        Any ``h x w``: padded to the window and cropped back. An input of another floating dtype than
+        the weights is computed in the weights' dtype and returned in its own.
         """
         self.check_input(x)
         (h, w), dtype = x.shape[-2:], x.dtype
-        return self._crop_output(self.forward_padded(self._pad_input(x)), h, w, dtype)
-
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """The network on an input whose sides are multiples of ``window_size``; output not cropped."""
-        mean = self.mean.to(x.dtype).view(1, -1, 1, 1)
-        x = (x - mean) * self.img_range
-        band_rows = self.band_rows(x)
-        if band_rows is None:
-            x = self.conv_first(x)
-            x = self.conv_after_body(self._body(x, None)) + x
-            x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-            return x / self.img_range + mean
-        # Memory-bounded inference: the shallow features are not kept through the body for the long
-        # skip connection but recomputed after it (a 3-channel conv: negligible work, same values).
-        # The body's output is a fresh tensor (also through an Identity), so the skip adds in place.
-        body = self.conv_after_body(self._body(self.conv_first(x), band_rows)).add_(self.conv_first(x))
-        return self._reconstruct_in_bands(body, mean, head_band_rows(self.band_tokens, body.shape[0], body.shape[-1]))
-
-    def _reconstruct_in_bands(self, x: torch.Tensor, mean: torch.Tensor, band_rows: int) -> torch.Tensor:
-        """The reconstruction head band by band into one preallocated output (inference): its
-        ``upscale**2``-times larger maps exist for one band at a time. Each band is computed with
-        one extra row per 3x3 conv above and below, and every conv's rows that the band's zero
-        padding made wrong are cut off before the next layer (the image's own edges keep the
-        original's padding)."""
-        b, _, h, w = x.shape
-        layers = [*self.conv_before_upsample, *self.upsample, self.conv_last]
-        halo = sum(isinstance(layer, nn.Conv2d) for layer in layers)
-        out = None
-        for r0, r1 in bands(h, band_rows):
-            top, bottom, height = max(r0 - halo, 0), min(r1 + halo, h), h
-            y = x[:, :, top:bottom]
-            for layer in layers:
-                y = layer(y)
-                if isinstance(layer, nn.Conv2d):
-                    cut_top, cut_bottom = int(top > 0), int(bottom < height)
-                    y = y[:, :, cut_top:y.shape[2] - cut_bottom]
-                    top, bottom = top + cut_top, bottom - cut_bottom
-                elif isinstance(layer, nn.PixelShuffle):
-                    f = layer.upscale_factor
-                    top, bottom, height = top * f, bottom * f, height * f
-            s = self.upscale
-            y = y[:, :, r0 * s - top:r1 * s - top] / self.img_range + mean
-            if out is None:
-                out = y.new_empty(b, y.shape[1], h * s, w * s)
-            out[:, :, r0 * s:r1 * s] = y
-        return out
+        x = self._pad_input(x)
+        if self.band_tokens is not None:
+            out = banded.forward_padded_in_bands(self, x, self.band_tokens)
+        else:
+            out = self.forward_padded(x)
+        return self._crop_output(out, h, w, dtype)
 
     # Checking, padding and cropping run eagerly under torch.compile: the compiled graph then
     # sees plain (padded) sizes, which keeps dynamic-shape tracing fast and its guards few.

@@ -9,7 +9,7 @@ from typing import Any
 
 from hat.archs.hat_arch import HAT
 
-#: Settings that weights do not record, as every published variant has them; ``hat.checkpoint``
+#: Settings that weights do not record, as every published variant has them; ``hat.weights.checkpoint``
 #: fills them in when it rebuilds a network from its weights alone.
 UNRECORDED_DEFAULTS: dict[str, Any] = dict(img_size=64, conv_scale=0.01, img_range=1.0, upsampler='pixelshuffle')
 
@@ -31,14 +31,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     for family, body in FAMILIES.items()
     for scale in (2, 3, 4)
 }
-
-#: Parameter counts of the published layouts (from the original implementation).
-PUBLISHED_NUM_PARAMS: dict[str, int] = {
-    'HAT-S_SRx2': 9_473_471, 'HAT-S_SRx3': 9_658_111, 'HAT-S_SRx4': 9_621_183,
-    'HAT_SRx2': 20_624_795, 'HAT_SRx3': 20_809_435, 'HAT_SRx4': 20_772_507,
-    'HAT-L_SRx2': 40_698_863, 'HAT-L_SRx3': 40_883_503, 'HAT-L_SRx4': 40_846_575,
-}
-
 
 def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
     """Constructor arguments for ``name`` (``'HAT_SRx4'`` or a family ``'HAT'``), with overrides."""

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 
-from hat.archs.hat_arch import BAND_TOKENS, HAT
+from hat.archs.banded import BAND_TOKENS, banded_view
 from hat.inference.plan import TileOutOfMemoryError, TilePlan, TileSpec, count_tiles, tiled_forward
 from hat.inference.precision import precision_name
 
@@ -20,14 +20,17 @@ TTA_TRANSFORMS = [(t, fh, fw) for t in (False, True) for fh in (False, True) for
 
 class InferenceEngine:
     """Runs ``model`` (in eval mode, on ``device``) on NCHW float tensors; ``dtype`` below float32 runs
-    under autocast. ``tile``, ``tile_pad``: see :class:`~hat.inference.plan.TilePlan`; a HAT runs
-    banded in ``band_tokens``-pixel bands (memory bounded whatever the tile; None: whole tiles)."""
+    under autocast. ``tile``, ``tile_pad``: see :class:`~hat.inference.plan.TilePlan`.
+
+    Where inference chooses HAT's memory-bounded banded mode: a HAT runs as a banded view sharing its
+    weights (``hat.archs.banded.banded_view``) in ``band_tokens``-pixel bands, so the caller's model
+    keeps its own mode (a network in training stays whole-image).
+    """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32,
-                 tile: TileSpec = 'auto', tile_pad: int = 32, tta: bool = False,
-                 band_tokens: Optional[int] = BAND_TOKENS):
-        self.model, self.device, self.dtype, self.tta, self.band_tokens = model, device, dtype, tta, band_tokens
-        self.plan = TilePlan(model, device, dtype, tile, tile_pad, tta, band_tokens)
+                 tile: TileSpec = 'auto', tile_pad: int = 32, tta: bool = False, band_tokens: int = BAND_TOKENS):
+        self.model, self.device, self.dtype, self.tta = banded_view(model, band_tokens), device, dtype, tta
+        self.plan = TilePlan(self.model, device, dtype, tile, tile_pad, tta)
         self.last_tile: Optional[int] = None  # the tile the last image finished with (None: whole)
 
     def count_passes(self, h: int, w: int) -> int:
@@ -43,12 +46,11 @@ class InferenceEngine:
         called after every network pass (a tile, an ensemble transform), for progress bars.
         """
         x = x.cpu()
-        with banded(self.model, self.band_tokens):
-            out = self._run_tiles(x, self.dtype, on_pass)
-            if self.dtype != torch.float32 and not torch.isfinite(out).all():
-                warnings.warn(f'{precision_name(self.dtype)} produced NaN/inf for this image; redoing it in fp32',
-                              stacklevel=3)
-                out = self._run_tiles(x, torch.float32, on_pass)
+        out = self._run_tiles(x, self.dtype, on_pass)
+        if self.dtype != torch.float32 and not torch.isfinite(out).all():
+            warnings.warn(f'{precision_name(self.dtype)} produced NaN/inf for this image; redoing it in fp32',
+                          stacklevel=2)
+            out = self._run_tiles(x, torch.float32, on_pass)
         return out
 
     def _run_tiles(self, x: torch.Tensor, dtype: torch.dtype, on_pass) -> torch.Tensor:
@@ -80,20 +82,6 @@ class InferenceEngine:
             if on_pass is not None:
                 on_pass()
         return total / len(transforms)
-
-
-@contextlib.contextmanager
-def banded(model: torch.nn.Module, band_tokens: Optional[int]) -> Iterator[None]:
-    """The one place inference chooses HAT's memory-bounded banded mode: ``band_tokens``-pixel bands
-    (None: whole image) for the ``with`` block, restored after; other modules run as they are."""
-    if not isinstance(model, HAT):
-        yield
-        return
-    previous, model.band_tokens = model.band_tokens, band_tokens
-    try:
-        yield
-    finally:
-        model.band_tokens = previous
 
 
 def _dihedral(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool, inverse: bool = False) -> torch.Tensor:

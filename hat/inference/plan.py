@@ -21,7 +21,8 @@ from typing import Callable, Iterator, Optional, Union
 
 import torch
 
-from hat.archs.hat_arch import BAND_TOKENS, MemoryLayout, body_band_rows, head_band_rows, window_padding
+from hat.archs.banded import MemoryLayout, body_band_rows, head_band_rows, memory_layout
+from hat.archs.hat_arch import window_padding
 from hat.inference.available_memory import host_available_memory
 
 #: Fraction of free GPU memory a tile may plan to use (the caching allocator's fragmentation and
@@ -155,10 +156,10 @@ def tiled_forward(
 
 
 # ----------------------------------------------------------------------------- memory terms
-def layout_of(model: torch.nn.Module, band_tokens: Optional[int]) -> MemoryLayout:
-    """The sizes that decide a forward's memory, as the network reports them (the one place it is read),
-    run in ``band_tokens``-pixel bands (None: whole image)."""
-    return model.memory_layout._replace(band_tokens=band_tokens)
+def layout_of(model: torch.nn.Module) -> MemoryLayout:
+    """The sizes that decide a forward's memory, its band size included, as the network reports them
+    (the one place they are read)."""
+    return memory_layout(model)
 
 
 def forward_floats(layout: MemoryLayout, h: int, w: int) -> float:
@@ -168,11 +169,11 @@ def forward_floats(layout: MemoryLayout, h: int, w: int) -> float:
     head_maps = HEAD_FLOATS * layout.head_features * scale ** 2
     kept = c + 2 * layout.in_chans * scale ** 2  # the body's output and two output-sized images
     scores = 0 if layout.fused else 2.25 * layout.num_heads * layout.overlap_size ** 2  # explicit attention
-    if not layout.fused or layout.band_tokens is None:  # whole-image inference (bands need fused attention)
+    if layout.band_tokens is None:  # whole-image inference
         return h * w * max(WHOLE_MAPS * c + scores, kept + head_maps)
     band_rows = min(body_band_rows(layout.band_tokens, 1, w, ws), h)
     head_rows = min(head_band_rows(layout.band_tokens, 1, w) + 2, h)
-    body = h * w * BODY_MAPS * c + band_rows * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden)
+    body = h * w * BODY_MAPS * c + band_rows * w * (BAND_FLOATS * c + 2 * layout.mlp_hidden + scores)
     return max(body, h * w * kept + head_rows * w * head_maps)
 
 
@@ -205,26 +206,23 @@ class TilePlan:
 
     ``tile``: ``'auto'`` (the whole image when it fits the memory budget, else the largest tile that
     does), a size in input pixels (at least one window), or None (the whole image, unplanned).
-    Images and blended results stay on the host; only tiles go to ``device``, where the network runs
-    in ``band_tokens``-pixel bands (None: whole tiles).
+    Images and blended results stay on the host; only tiles go to ``device``.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32,
-                 tile: TileSpec = 'auto', tile_pad: int = 32, tta: bool = False,
-                 band_tokens: Optional[int] = BAND_TOKENS):
+                 tile: TileSpec = 'auto', tile_pad: int = 32, tta: bool = False):
         if tile is not None and tile != 'auto' and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
             raise ValueError(f"tile must be a positive number of pixels, 'auto' or None; got {tile!r}")
         if tile_pad < 0:
             raise ValueError(f'tile_pad must be >= 0, got {tile_pad}')
         self.model, self.device, self.tile, self.tile_pad, self.tta = model, device, tile, tile_pad, tta
-        self.band_tokens = band_tokens
         self.window, self.scale, self.in_chans = int(model.window_size), int(model.upscale), int(model.in_chans)
         self.float_bytes = bytes_per_float(dtype, device)
 
     def tile_bytes(self, h: int, w: int) -> float:
         """Estimated peak memory of one forward on an ``h x w`` tile (context included; with the x8
         ensemble's running sum and current output)."""
-        floats = forward_floats(layout_of(self.model, self.band_tokens), h, w)
+        floats = forward_floats(layout_of(self.model), h, w)
         if self.tta:
             floats += 2 * (h + window_padding(h, self.window)) * (w + window_padding(w, self.window)) \
                 * self.in_chans * self.scale ** 2

@@ -135,7 +135,6 @@ class Upscaler:
         plan = self.engine.plan
         self.scale, self.window_size, self.in_chans = plan.scale, plan.window, plan.in_chans
 
-
     # ---------------------------------------------------------------- inference
     def upscale(self, image: np.ndarray, on_pass: Optional[Callable[[], None]] = None) -> np.ndarray:
         """Super-resolve ``image`` (RGB order; see the module docstring); same dtype and channels out.

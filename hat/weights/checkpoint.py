@@ -508,9 +508,11 @@ def load_hat(
     source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
     device: Union[str, torch.device] = 'cpu',
     param_key: Optional[str] = None,
+    band_tokens: Optional[int] = None,
     **overrides: Any,
 ) -> HAT:
-    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode.
+    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode;
+    ``band_tokens`` (e.g. ``hat.archs.banded.BAND_TOKENS``) sets memory-bounded inference (``HAT.set_banded``).
 
     The HAT config comes from the file where ``hat`` recorded it, else from the weights' shapes.
     ``overrides`` replace it, e.g. ``img_range=255.`` or ``conv_scale=...`` for checkpoints
@@ -522,10 +524,12 @@ def load_hat(
         checkpoint = read_checkpoint(source, param_key)
         state_dict, recorded, where = checkpoint.state_dict, checkpoint.config, checkpoint.path
     if recorded is None:
-        return load_weights(HAT(**{**infer_config(state_dict), **overrides}), state_dict).eval().to(device)
-    try:
-        model = load_weights(HAT(**{**recorded, **overrides}), state_dict)
-    except (CheckpointError, TypeError, ValueError) as error:
-        raise CheckpointError(f'the HAT config recorded in {where!r} ({CONFIG_KEY}) does not fit its weights: '
-                              f'{error}') from error
+        model = load_weights(HAT(**{**infer_config(state_dict), **overrides}), state_dict)
+    else:
+        try:
+            model = load_weights(HAT(**{**recorded, **overrides}), state_dict)
+        except (CheckpointError, TypeError, ValueError) as error:
+            raise CheckpointError(f'the HAT config recorded in {where!r} ({CONFIG_KEY}) does not fit its weights: '
+                                  f'{error}') from error
+    model.set_banded(band_tokens)
     return model.eval().to(device)
