@@ -26,7 +26,7 @@ BAND_TOKENS = 4096
 
 
 class MemoryLayout(NamedTuple):
-    """What ``hat.inference.memory_budget`` needs to know about a network (:func:`memory_layout`)."""
+    """What ``hat.inference.plan`` needs to know about a network (:func:`memory_layout`)."""
 
     embed_dim: int
     num_heads: int  # the largest num_heads entry
