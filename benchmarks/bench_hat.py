@@ -10,7 +10,7 @@ vs on. A variant is written ``attention:dtype[:compile][:ckpt]``, e.g. ``origina
 
 Modes: ``forward`` (inference, model cast to the dtype), ``train`` (forward + L1 loss + backward
 + Adam step; bf16/fp16 run under autocast with float32 weights, fp16 with a GradScaler) and
-``tiled`` (forward through ``hat.inference.tiling.tiled_forward`` with ``--tile``/``--tile-pad``).
+``tiled`` (forward through ``hat.inference.plan.tiled_forward`` with ``--tile``/``--tile-pad``).
 
 Each row is the median of ``--repeat`` timed runs after ``--warmup`` untimed ones, with the
 spread (min-max); the variants of one (model, size, mode) are timed in interleaved rounds, so a
@@ -56,8 +56,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import hat  # noqa: F401  (registers HAT)
 from hat.archs.hat_arch import HAT
 from hat.archs.hat_presets import preset_config
+from hat.inference.plan import is_out_of_memory, tiled_forward
 from hat.inference.precision import PRECISIONS as DTYPES
-from hat.inference.tiling import is_out_of_memory, tiled_forward
 
 MODES = ('forward', 'train', 'tiled')
 ATTENTIONS = ('original', 'explicit', 'fused')

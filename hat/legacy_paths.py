@@ -24,10 +24,10 @@ MOVED = {
     'hat.experiment_lock': 'hat.training.experiment_lock',
     'hat.export': 'hat.weights.export',
     'hat.image_io': 'hat.inference.image_io',
-    'hat.memory_budget': 'hat.inference.memory_budget',
+    'hat.memory_budget': 'hat.inference.plan',
     'hat.precision': 'hat.inference.precision',
     'hat.preflight': 'hat.training.preflight',
-    'hat.tiling': 'hat.inference.tiling',
+    'hat.tiling': 'hat.inference.plan',
     'hat.upscale_cli': 'hat.inference.upscale_cli',
     'hat.upscaler': 'hat.inference.upscaler',
 }

@@ -58,10 +58,10 @@ def test_ulimit_v_is_the_limit_in_a_real_process(tmp_path):
     """Under ``ulimit -v`` (RLIMIT_AS) what the planner sees is what is left below it (here ~200 MiB)."""
     script = '''
 import resource, torch
-from hat.inference import memory_budget
+from hat.inference import plan
 used = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2 ** 20, resource.RLIM_INFINITY))
-print(memory_budget.available_memory(torch.device('cpu')) / 2 ** 20)
+print(plan.memory_budget(torch.device('cpu')) / plan.CPU_BUDGET_FRACTION / 2 ** 20)
 '''
     result = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=120)

@@ -1,14 +1,19 @@
-"""HATModel: any-size and tiled inference from options, atomic checkpoints, safe and explained weight loading."""
+"""HATModel: validation through hat-upscale's engine (same pixels, planned tiles, out-of-memory halving),
+atomic checkpoints, safe and explained weight loading."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIG, load_synth_weights, sample_photo, to_tensor
 
 import hat.models.hat_model as hat_model
-from hat.inference.tiling import TileOutOfMemoryError
+from hat.archs.banded import BAND_TOKENS
+from hat.inference import plan
+from hat.inference.plan import TileOutOfMemoryError
+from hat.inference.upscaler import Upscaler
 from hat.models.hat_model import HATModel
 from hat.weights.checkpoint import CheckpointError
 
@@ -57,19 +62,73 @@ def test_any_size_and_tiles_from_options_match_whole_image(tmp_path, photo):
     assert not torch.equal(tiled.output, whole.output)  # it did run tile by tile
 
 
-def test_tile_that_does_not_fit_gives_a_clear_error(tmp_path, photo, monkeypatch):
-    model = synth_model(tmp_path, tile=dict(tile_size=64, tile_pad=16))
-    forward = model.net_g.forward
+def validate(model: HATModel, lq: torch.Tensor) -> np.ndarray:
+    """``model.test()`` on ``lq``, as the HWC float image in [0, 1] that validation saves and measures."""
+    model.feed_data({'lq': lq})
+    model.test()
+    return model.output[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
-    def limited(x):
-        if x.shape[-1] * x.shape[-2] > 40 * 40:
-            raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')
+
+def record_input_sizes(model: HATModel, limit: int = 0) -> list[tuple[int, int]]:
+    """Record the input size of every network pass of ``model``; inputs over ``limit`` pixels (if set)
+    raise PyTorch's out-of-memory error, as a GPU with little memory would."""
+    forward, sizes = model.net_g.forward, []
+
+    def recording(x):
+        sizes.append(tuple(x.shape[-2:]))
+        if limit and x.shape[-1] * x.shape[-2] > limit:
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
         return forward(x)
 
-    monkeypatch.setattr(model.net_g, 'forward', limited)
-    model.feed_data({'lq': photo})
-    with pytest.raises(TileOutOfMemoryError, match='smaller tile_size'):
-        model.test()
+    model.net_g.forward = recording
+    return sizes
+
+
+@pytest.mark.parametrize('tile', [None, dict(tile_size=37, tile_pad=32), dict(tile_size=16, tile_pad=8)],
+                         ids=['auto', 'tile37', 'tile16'])
+def test_validation_gives_the_pixels_of_hat_upscale(tmp_path, photo, tile):
+    model = synth_model(tmp_path, **({'tile': tile} if tile else {}))
+    tiles = dict(tile=tile['tile_size'], tile_pad=tile['tile_pad']) if tile else {}
+    upscaled = Upscaler(model.net_g, precision='fp32', **tiles).upscale(photo[0].permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(validate(model, photo), upscaled)
+
+
+def test_validation_plans_tiles_against_free_memory(tmp_path, photo, monkeypatch):
+    model = synth_model(tmp_path)
+    whole = validate(model, photo)
+    sizes = record_input_sizes(model)
+    # Room for the blended result and a 73x96 input: 16px tiles with 32px of context (tile_pad's default).
+    budget = plan.TilePlan(model.net_g, model.device).tile_bytes(73, 96) + (3 + 1) * 146 * 202 * 4
+    monkeypatch.setattr('hat.inference.plan.memory_budget', lambda device: budget)
+    tiled = validate(model, photo)
+    assert len(sizes) == 5 * 7 and max(w for _, w in sizes) <= 96
+    assert psnr(torch.from_numpy(tiled), torch.from_numpy(whole)) >= 50
+
+
+def test_out_of_memory_in_validation_halves_the_tile(tmp_path, photo):
+    model = synth_model(tmp_path, tile=dict(tile_size=64, tile_pad=16))
+    whole = validate(synth_model(tmp_path), photo)
+    sizes = record_input_sizes(model, limit=40 * 40)
+    with pytest.warns(UserWarning, match='out of memory with 64px tiles on cpu; retrying with 32px'):
+        tiled = validate(model, photo)
+    assert max(h * w for h, w in sizes) > 40 * 40 >= sizes[-1][0] * sizes[-1][1]
+    assert psnr(torch.from_numpy(tiled), torch.from_numpy(whole)) >= 40
+
+    record_input_sizes(model, limit=1)
+    with pytest.raises(TileOutOfMemoryError, match='even a 8px tile does not fit.*tile_size'), \
+            pytest.warns(UserWarning, match='retrying'):
+        validate(model, photo)
+
+
+def test_validation_chooses_banded_inference_and_gives_the_network_back_as_it_was(tmp_path, photo):
+    model = synth_model(tmp_path)
+    model.net_g.set_banded(None)  # whole image, as training needs it
+    model.net_g.train()
+    seen = []
+    model.net_g.register_forward_pre_hook(lambda net, args: seen.append((net.band_tokens, net.training)))
+    validate(model, photo)
+    assert seen == [(BAND_TOKENS, False)]
+    assert model.net_g.band_tokens is None and model.net_g.training
 
 
 def test_checkpoints_are_written_atomically_and_load_with_weights_only(tmp_path, monkeypatch):

@@ -1,8 +1,9 @@
-"""The memory model of hat.inference.memory_budget against the memory a forward really allocates."""
+"""The memory model of hat.inference.plan against the memory a forward really allocates."""
 import pytest
 import torch
 
-from hat import HAT, memory_budget
+from hat import HAT
+from hat.inference.plan import TilePlan
 from tests.conftest import TINY_CONFIG
 
 #: Wide enough for several bands of window rows at ``band_tokens=1024``; x4 so the head matters.
@@ -25,13 +26,13 @@ def allocated_peak(fn) -> int:
 def test_model_is_within_20_percent_of_the_measured_peak(band_tokens, fused, size):
     torch.manual_seed(0)
     model = HAT(**CONFIG).eval()
-    model.band_tokens = band_tokens
+    model.set_banded(band_tokens)
     model.set_fused_attention(fused)
     x = torch.rand(1, 3, *size)
     with torch.inference_mode():
         model(x[..., :16, :16])  # warm-up
         measured = allocated_peak(lambda: model(x))
-    predicted = memory_budget.tile_bytes(model, *size, memory_budget.bytes_per_float(torch.float32, x.device))
+    predicted = TilePlan(model, x.device).tile_bytes(*size)
     assert 0.8 <= predicted / measured <= 1.2, (predicted / 2 ** 20, measured / 2 ** 20)
 
 
@@ -43,7 +44,7 @@ def test_bands_bound_the_peak_by_a_few_body_maps():
     x = torch.rand(1, 3, 128, 64)
     peaks = {}
     for band_tokens in (1024, None):
-        model.band_tokens = band_tokens
+        model.set_banded(band_tokens)
         with torch.inference_mode():
             peaks[band_tokens] = allocated_peak(lambda: model(x))
     body_map = 128 * 64 * CONFIG['embed_dim'] * 4

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hat import HAT
-from hat.inference.tiling import TileOutOfMemoryError, count_tiles, iter_tiles, tiled_forward
+from hat.inference.plan import TileOutOfMemoryError, count_tiles, iter_tiles, tiled_forward
 from tests.conftest import TINY_CONFIG, sample_photo, to_tensor
 
 

@@ -25,9 +25,10 @@ from conftest import TINY_CONFIG, sample_photo
 
 import hat
 from hat.archs.hat_arch import HAT
-from hat.inference import memory_budget
+from hat.inference import plan
+from hat.inference.engine import TTA_TRANSFORMS
 from hat.inference.image_io import encode_image, read_image, write_image
-from hat.inference.upscaler import TTA_TRANSFORMS, Upscaler
+from hat.inference.upscaler import Upscaler
 
 NOISY_GAIN = 0.05
 
@@ -186,29 +187,30 @@ def test_tiles_match_the_whole_image():
 def test_auto_tile_follows_the_memory_budget(noisy, monkeypatch):
     rgb = sample_photo('astronaut')[100:196, 180:276]
     upscaler = Upscaler(noisy, tile='auto', tile_pad=16, precision='fp32')
-    assert upscaler.plan_tile(96, 96) is None  # plenty of memory: one pass
+    assert upscaler.engine.plan.first_tile(96, 96) is None  # plenty of memory: one pass
     whole = upscaler.upscale(rgb)
-    per_pixel = memory_budget.tile_bytes(noisy, 8, 8, 4.0) / 64
+    per_pixel = upscaler.engine.plan.tile_bytes(8, 8) / 64
     budget = per_pixel * 80 * 80 + (3 + 1) * 96 * 96 * 4 * 4  # an 80x80 tile and the blended output
-    monkeypatch.setattr('hat.inference.upscaler.memory_budget', lambda device: budget)
-    assert upscaler.plan_tile(96, 96) == 80 - 2 * 16 - 2 * 8
-    assert upscaler.count_passes(96, 96) == 9
-    assert psnr(upscaler.upscale(rgb), whole) >= 45 and upscaler.last_tile == 32
+    monkeypatch.setattr('hat.inference.plan.memory_budget', lambda device: budget)
+    assert upscaler.engine.plan.first_tile(96, 96) == 80 - 2 * 16 - 2 * 8
+    assert upscaler.engine.count_passes(96, 96) == 9
+    assert psnr(upscaler.upscale(rgb), whole) >= 45 and upscaler.engine.last_tile == 32
 
 
 def test_memory_model_grows_with_pixels_and_picks_the_largest_fitting_tile(noisy):
     cpu = torch.device('cpu')
-    fp32 = memory_budget.bytes_per_float(torch.float32, cpu)
-    small = memory_budget.tile_bytes(noisy, 64, 64, fp32)
-    assert small < memory_budget.tile_bytes(noisy, 128, 128, fp32) <= 4 * small  # bands: band temporaries are fixed
-    assert memory_budget.tile_bytes(noisy, 60, 60, fp32) == small  # padded to the window
-    assert memory_budget.bytes_per_float(torch.float16, torch.device('cuda')) < fp32
-    assert memory_budget.bytes_per_float(torch.bfloat16, cpu) > fp32
-    budget = memory_budget.tile_bytes(noisy, 120, 120, fp32)
-    assert memory_budget.largest_tile(noisy, 1000, 1000, 16, budget, fp32) == 120 - 2 * 16 - 2 * 8
-    assert memory_budget.largest_tile(noisy, 100, 100, 16, budget, fp32) is None
-    assert memory_budget.largest_tile(noisy, 1000, 1000, 16, 1.0, fp32) == 8
-    assert memory_budget.available_memory(cpu) > 0
+    fp32 = plan.TilePlan(noisy, cpu, torch.float32, tile_pad=16)
+    small = fp32.tile_bytes(64, 64)
+    assert small < fp32.tile_bytes(128, 128) <= 4 * small  # bands: band temporaries are fixed
+    assert fp32.tile_bytes(60, 60) == small  # padded to the window
+    assert plan.bytes_per_float(torch.float16, torch.device('cuda')) < plan.bytes_per_float(torch.float32, cpu)
+    assert plan.TilePlan(noisy, cpu, torch.bfloat16).tile_bytes(64, 64) > small
+    assert plan.TilePlan(noisy, cpu, tta=True).tile_bytes(64, 64) > small
+    budget = fp32.tile_bytes(120, 120)
+    assert fp32.largest_tile(1000, 1000, budget) == 120 - 2 * 16 - 2 * 8
+    assert fp32.largest_tile(100, 100, budget) is None
+    assert fp32.largest_tile(1000, 1000, 1.0) == 8
+    assert plan.memory_budget(cpu) > 0
 
 
 class OutOfMemoryAbove(torch.nn.Module):
@@ -236,7 +238,7 @@ def test_out_of_memory_halves_the_tile_and_carries_on(noisy):
     upscaler = Upscaler(wrapped, tile=None, tile_pad=8, precision='fp32')
     with pytest.warns(UserWarning, match='out of memory'):
         out = upscaler.upscale(rgb)
-    assert upscaler.last_tile == 16 and max(wrapped.sizes) > 1500
+    assert upscaler.engine.last_tile == 16 and max(wrapped.sizes) > 1500
     assert psnr(out, whole) >= 40
     with pytest.raises(RuntimeError, match='does not fit'), pytest.warns(UserWarning, match='retrying'):
         Upscaler(OutOfMemoryAbove(noisy, limit=1), tile=None, tile_pad=0, precision='fp32').upscale(rgb)
@@ -300,7 +302,7 @@ def test_half_precision_on_cuda_matches_fp32(noisy, precision):
     fp32 = Upscaler(noisy, device='cuda', precision='fp32').upscale(rgb)
     assert psnr(Upscaler(noisy, device='cuda', precision=precision).upscale(rgb), fp32) >= 45
     auto = Upscaler(noisy, device='cuda', precision=precision, tile='auto')
-    assert auto.plan_tile(128, 128) is None
+    assert auto.engine.plan.first_tile(128, 128) is None
     assert psnr(auto.upscale(rgb), fp32) >= 45
 
 

@@ -32,8 +32,8 @@ from test_upscale import (
 )
 
 from hat.inference.image_io import ImageReadError, read_image, write_image
+from hat.inference.plan import TileOutOfMemoryError
 from hat.inference.precision import auto_precision
-from hat.inference.tiling import TileOutOfMemoryError
 from hat.inference.upscale_cli import main as upscale_cli_main
 from hat.inference.upscaler import Upscaler
 
@@ -97,9 +97,9 @@ def test_cpu_allocation_failure_halves_the_tile_and_names_tile_when_nothing_fits
     upscaler = Upscaler(wrapped, precision='fp32', tile=None, tile_pad=8)
     with pytest.warns(UserWarning, match='out of memory with 64px tiles on cpu; retrying with 32px'):
         out = upscaler.upscale(rgb)
-    assert upscaler.last_tile == 16 and max(wrapped.sizes) > 1500
+    assert upscaler.engine.last_tile == 16 and max(wrapped.sizes) > 1500
     assert psnr(out, whole) >= 40
-    with pytest.raises(TileOutOfMemoryError, match=r'does not fit in memory on cpu.*smaller --tile'), \
+    with pytest.raises(TileOutOfMemoryError, match=r'does not fit in memory on cpu.*smaller tile.*--tile'), \
             pytest.warns(UserWarning, match='retrying'):
         Upscaler(AllocationFailsAbove(model, limit=1), precision='fp32', tile=None, tile_pad=0).upscale(rgb)
 
@@ -166,15 +166,15 @@ def test_opencv_pixel_limit_is_a_clear_message(tmp_path):
 
 def test_tiles_are_never_smaller_than_a_window():
     upscaler = Upscaler(nearest_hat(), precision='fp32', tile=3)
-    assert upscaler.plan_tile(40, 40) == upscaler.window_size == 8
-    assert upscaler.count_passes(40, 40) == 25
+    assert upscaler.engine.plan.first_tile(40, 40) == upscaler.window_size == 8
+    assert upscaler.engine.count_passes(40, 40) == 25
 
 
 def test_image_whose_result_cannot_fit_is_refused_with_numbers(monkeypatch):
     upscaler = Upscaler(nearest_hat(), precision='fp32')
-    monkeypatch.setattr('hat.inference.upscaler.memory_budget', lambda device: 50 * 2 ** 20)
+    monkeypatch.setattr('hat.inference.plan.memory_budget', lambda device: 50 * 2 ** 20)
     with pytest.raises(MemoryError, match=r'a 20000x20000 image does not fit.*x2 result alone needs 23.84 GiB'):
-        upscaler.plan_tile(20000, 20000)
+        upscaler.engine.plan.first_tile(20000, 20000)
 
 
 # ----------------------------------------------------------------------------- 7. writability

@@ -1,8 +1,9 @@
 """Memory-bounded inference: HAT's forward computed in bands of rows, the same function as
 ``HAT.forward_padded`` with at most three full-size ``embed_dim``-wide maps alive whatever the image size.
 
-Chosen explicitly: ``model.set_banded(band_tokens)`` (``hat.load_hat`` and ``hat.Upscaler`` do it) or
-``with banded_inference(model):``; inference only (eval mode, no autograd). Body blocks run in bands of
+Chosen explicitly: ``model.set_banded(band_tokens)``, ``hat.load_hat(..., band_tokens=...)`` or
+``with banded_inference(model):`` (the inference engine of ``hat-upscale``, ``hat.Upscaler`` and
+validation does it); inference only (eval mode, no autograd). Body blocks run in bands of
 whole window rows, each writing its output once and adding into it in place; the reconstruction head
 runs in bands of rows into one preallocated output. docs/architecture.md explains the halos.
 """
@@ -26,7 +27,7 @@ BAND_TOKENS = 4096
 
 
 class MemoryLayout(NamedTuple):
-    """What ``hat.inference.memory_budget`` needs to know about a network (:func:`memory_layout`)."""
+    """What ``hat.inference.plan`` needs to know about a network (:func:`memory_layout`)."""
 
     embed_dim: int
     num_heads: int  # the largest num_heads entry

@@ -46,13 +46,8 @@ ALPHA_EXTENSIONS = frozenset({'.png', '.tif', '.tiff', '.webp'})
 #: Extensions OpenCV rotates by their EXIF orientation when not reading "unchanged".
 _EXIF_ORIENTED = frozenset({'.jpg', '.jpeg', '.jpe'})
 
-_ENCODE_PARAMS = {
-    '.jpg': [cv2.IMWRITE_JPEG_QUALITY, 95],
-    '.jpeg': [cv2.IMWRITE_JPEG_QUALITY, 95],
-    '.jpe': [cv2.IMWRITE_JPEG_QUALITY, 95],
-    '.webp': [cv2.IMWRITE_WEBP_QUALITY, 95],
-    '.png': [cv2.IMWRITE_PNG_COMPRESSION, 3],
-}
+_ENCODE_PARAMS = {**dict.fromkeys(('.jpg', '.jpeg', '.jpe'), [cv2.IMWRITE_JPEG_QUALITY, 95]),
+                  '.webp': [cv2.IMWRITE_WEBP_QUALITY, 95], '.png': [cv2.IMWRITE_PNG_COMPRESSION, 3]}
 
 
 class ImageReadError(ValueError):

@@ -40,9 +40,9 @@ from hat.inference.image_io import (
     read_image,
     write_image,
 )
+from hat.inference.plan import NotEnoughMemoryError, TileOutOfMemoryError
 from hat.inference.precision import PRECISIONS
-from hat.inference.tiling import TileOutOfMemoryError
-from hat.inference.upscaler import NonFiniteOutputError, NotEnoughMemoryError, Upscaler
+from hat.inference.upscaler import NonFiniteOutputError, Upscaler
 from hat.weights.atomic_io import OutputExistsError, remove_stale_temp_files
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 128 + signal.SIGTERM
@@ -269,7 +269,7 @@ def process(job: Job, upscaler: Upscaler, overwrite: bool, max_pixels: int) -> f
     """Upscale one image and write it; returns its input megapixels. Raises on any failure."""
     image = read_image(job.source, max_pixels=max_pixels)
     h, w = image.shape[:2]
-    passes = upscaler.count_passes(h, w)
+    passes = upscaler.engine.count_passes(h, w)
     with warnings.catch_warnings(record=True) as caught, \
             tqdm(total=passes, desc=job.source.name[:30], unit='pass', position=1, leave=False, file=sys.stderr,
                  disable=passes <= 1) as pass_bar:

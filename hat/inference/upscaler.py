@@ -2,8 +2,8 @@
 
 Takes the images people have: gray, gray + alpha, RGB and RGBA, 8 or 16 bit (or float in
 [0, 1]), in RGB channel order. Colour runs through the network; alpha is upscaled
-bicubically and re-attached. Large images run in blended tiles; out-of-memory halves the
-tile and retries; half-precision results with NaN/inf are redone in fp32.
+bicubically and re-attached. The network runs in ``hat.inference.engine`` (blended tiles,
+out-of-memory halving, half-precision NaN/inf redone in fp32), as validation does.
 
 Defaults are chosen for safety and speed on the machine at hand: ``tile='auto'`` runs the
 whole image when the memory model says it fits what the host (its container and ulimits
@@ -13,7 +13,6 @@ runs bf16 where the device computes it natively and fp32 elsewhere.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -22,10 +21,8 @@ import numpy as np
 import torch
 import yaml
 
-from hat.archs.banded import banded_view
-from hat.inference.memory_budget import bytes_per_float, largest_tile, memory_budget, tile_bytes
+from hat.inference.engine import InferenceEngine
 from hat.inference.precision import PRECISIONS, auto_precision, precision_name
-from hat.inference.tiling import TileOutOfMemoryError, count_tiles, tiled_forward
 from hat.weights.checkpoint import load_hat
 
 PathLike = Union[str, os.PathLike]
@@ -33,16 +30,9 @@ PathLike = Union[str, os.PathLike]
 #: ITU-R BT.601 luma weights (R, G, B): how colour output returns to gray.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-#: The eight dihedral transforms of the self-ensemble: (transpose, flip height, flip width).
-TTA_TRANSFORMS = [(t, fh, fw) for t in (False, True) for fh in (False, True) for fw in (False, True)]
-
 
 class NonFiniteOutputError(RuntimeError):
     """The network produced NaN or inf even in fp32 (a broken checkpoint or input)."""
-
-
-class NotEnoughMemoryError(MemoryError):
-    """Not even the smallest tile and the image's result fit in the memory available."""
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -118,6 +108,9 @@ class Upscaler:
         tta: x8 self-ensemble (flips and transposes, averaged): better, 8x slower.
         config: BasicSR options YAML (path or dict) whose ``network_g`` overrides what the
             weights cannot tell, e.g. ``img_range`` or ``conv_scale``.
+
+    :attr:`engine` runs the network: ``engine.plan.first_tile(h, w)``, ``engine.count_passes(h, w)``
+    and ``engine.last_tile`` say how it runs an image.
     """
 
     def __init__(
@@ -134,61 +127,13 @@ class Upscaler:
         self.precision = choose_precision(precision, self.device)
         self.dtype = PRECISIONS[self.precision]
         self.precision_reason = _precision_reason(precision, self.precision, self.device)
-        if tile is not None and tile != 'auto' and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
-            raise ValueError(f"tile must be a positive number of pixels, 'auto' or None; got {tile!r}")
-        if tile_pad < 0:
-            raise ValueError(f'tile_pad must be >= 0, got {tile_pad}')
-        self.tile = tile
-        self.tile_pad = tile_pad
-        self.tta = tta
         if isinstance(checkpoint, torch.nn.Module):
-            model = checkpoint.eval().to(self.device)
+            self.model = checkpoint.eval().to(self.device)
         else:
-            model = load_hat(checkpoint, device=self.device, **network_options(config))
-        self.model = banded_view(model)  # memory-bounded inference (hat.archs.banded), as memory_budget plans it
-        self.scale = int(self.model.upscale)
-        self.window_size = int(self.model.window_size)
-        self.in_chans = int(self.model.in_chans)
-        self.last_tile: Optional[int] = None
-
-    # ----------------------------------------------------------------- planning
-    def plan_tile(self, h: int, w: int) -> Optional[int]:
-        """The tile size an ``h x w`` image will start with (None: whole image in one pass)."""
-        if self.tile is None:
-            return None
-        if self.tile == 'auto':
-            budget = memory_budget(self.device)
-            if self.device.type == 'cpu':
-                # The blended output and its weights live on the host next to the tiles.
-                budget -= (self.in_chans + 1) * h * w * self.scale ** 2 * 4
-            float_bytes = bytes_per_float(self.dtype, self.device)
-            tile = largest_tile(self.model, h, w, self.tile_pad, budget, float_bytes, self.tta)
-            if tile is not None:
-                self._check_smallest_tile_fits(h, w, budget, float_bytes)
-            return tile
-        tile = max(int(self.tile), self.window_size)  # smaller tiles would only be padded up to a window
-        return None if tile >= max(h, w) else tile
-
-    def _check_smallest_tile_fits(self, h: int, w: int, budget: float, float_bytes: float) -> None:
-        """Refuse an image whose result, or whose smallest tile, already exceeds the memory budget."""
-        ws = self.window_size
-        side_h, side_w = min(h, ws + 2 * self.tile_pad + 2 * ws), min(w, ws + 2 * self.tile_pad + 2 * ws)
-        smallest = tile_bytes(self.model, side_h, side_w, float_bytes, self.tta)
-        if smallest <= budget:
-            return
-        where = 'the host' if self.device.type == 'cpu' else str(self.device)
-        result = (self.in_chans + 1) * h * w * self.scale ** 2 * 4
-        raise NotEnoughMemoryError(
-            f'a {w}x{h} image does not fit in the memory of {where}: its x{self.scale} result alone needs '
-            f'{_gib(result)} on the host and the smallest tile {_gib(smallest)} more, but only '
-            f'{_gib(memory_budget(self.device))} may be used now; free memory, use a smaller image '
-            f'or a machine with more memory')
-
-    def count_passes(self, h: int, w: int) -> int:
-        """Network passes for an ``h x w`` image at the planned tile (x8 with TTA): a progress total."""
-        tile = self.plan_tile(h, w)
-        passes = 1 if tile is None else count_tiles(h, w, tile)
-        return passes * (len(TTA_TRANSFORMS) if self.tta else 1)
+            self.model = load_hat(checkpoint, device=self.device, **network_options(config))
+        self.engine = InferenceEngine(self.model, self.device, self.dtype, tile, tile_pad, tta)
+        plan = self.engine.plan
+        self.scale, self.window_size, self.in_chans = plan.scale, plan.window, plan.in_chans
 
     # ---------------------------------------------------------------- inference
     def upscale(self, image: np.ndarray, on_pass: Optional[Callable[[], None]] = None) -> np.ndarray:
@@ -236,58 +181,12 @@ class Upscaler:
         raise ValueError(f'a {self.in_chans}-channel model cannot take a {color.shape[2]}-channel image')
 
     def _run(self, image: np.ndarray, on_pass) -> np.ndarray:
-        """HWC float32 -> upscaled HWC float32 clipped to [0, 1]; precision fallback lives here."""
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-        out = self._forward_with_tiles(x, self.dtype, on_pass)
+        """HWC float32 -> upscaled HWC float32 clipped to [0, 1], through the engine."""
+        out = self.engine.run(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None], on_pass)
         if not torch.isfinite(out).all():
-            if self.dtype == torch.float32:
-                raise NonFiniteOutputError('the network produced NaN/inf in fp32; the checkpoint or the '
-                                           'options (img_range, conv_scale) are probably wrong')
-            warnings.warn(f'{self.precision} produced NaN/inf for this image; redoing it in fp32', stacklevel=3)
-            out = self._forward_with_tiles(x, torch.float32, on_pass)
+            raise NonFiniteOutputError('the network produced NaN/inf in fp32; the checkpoint or the '
+                                       'options (img_range, conv_scale) are probably wrong')
         return out[0].clamp_(0, 1).permute(1, 2, 0).numpy()
-
-    def _forward_with_tiles(self, x: torch.Tensor, dtype: torch.dtype, on_pass) -> torch.Tensor:
-        """Run on the host tensor ``x`` tile by tile; on out-of-memory halve the tile and start over."""
-        h, w = x.shape[-2:]
-        tile = self.plan_tile(h, w)
-        while True:
-            self.last_tile = tile
-            size = tile if tile is not None else max(h, w)
-            try:
-                return tiled_forward(lambda t: self._forward(t, dtype, on_pass), x, self.scale, size,
-                                     self.tile_pad, align=self.window_size)
-            except TileOutOfMemoryError as error:
-                smaller = max(size // 2 // self.window_size * self.window_size, self.window_size)
-                if smaller >= size:
-                    elsewhere = ' or use --device cpu' if self.device.type == 'cuda' else ''
-                    raise TileOutOfMemoryError(f'even a {size}px tile does not fit in memory on {self.device}; '
-                                               f'free memory{elsewhere}, or pass a smaller --tile (tile=) '
-                                               f'and --tile-pad') from error
-                warnings.warn(f'out of memory with {size}px tiles on {self.device}; retrying with {smaller}px',
-                              stacklevel=2)
-                if self.device.type == 'cuda':
-                    torch.cuda.empty_cache()
-                tile = smaller
-
-    @torch.no_grad()
-    def _forward(self, tile: torch.Tensor, dtype: torch.dtype, on_pass) -> torch.Tensor:
-        """One tile through the network (with the x8 ensemble if enabled); returns float32 on the host."""
-        tile = tile.to(self.device)
-        transforms = TTA_TRANSFORMS if self.tta else TTA_TRANSFORMS[:1]
-        total = None
-        for transform in transforms:
-            out = _inverse(self._network(_apply(tile, *transform), dtype), *transform)
-            total = out if total is None else total + out
-            if on_pass is not None:
-                on_pass()
-        return (total / len(transforms)).cpu()
-
-    def _network(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        if dtype == torch.float32:
-            return self.model(x).float()
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
-            return self.model(x).float()
 
 
 def _is_auto(precision: Union[str, torch.dtype]) -> bool:
@@ -303,26 +202,6 @@ def _precision_reason(requested: Union[str, torch.dtype], chosen: str, device: t
     if chosen == 'bf16':
         return f'auto: {what} computes bf16 natively'
     return f'auto: {what} has no native bf16'
-
-
-def _gib(n_bytes: float) -> str:
-    return f'{n_bytes / 2 ** 30:.2f} GiB'
-
-
-def _apply(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool) -> torch.Tensor:
-    if flip_h:
-        x = x.flip(-2)
-    if flip_w:
-        x = x.flip(-1)
-    return x.transpose(-2, -1) if transpose else x
-
-
-def _inverse(x: torch.Tensor, transpose: bool, flip_h: bool, flip_w: bool) -> torch.Tensor:
-    if transpose:
-        x = x.transpose(-2, -1)
-    if flip_w:
-        x = x.flip(-1)
-    return x.flip(-2) if flip_h else x
 
 
 def _to_float(image: np.ndarray) -> tuple[np.ndarray, float]:

@@ -1,15 +1,14 @@
-"""HATModel: BasicSR's SRModel with HAT's test-time behaviour (any size, optional tiles) and safe checkpoints.
+"""HATModel: BasicSR's SRModel with hat-upscale's inference engine and safe checkpoints.
 
-Over SRModel it adds: inference on any image size (the arch pads) or tile by tile
-(option ``tile: {tile_size, tile_pad}``); distributed training on CPU (gloo); networks and
-training states written atomically (temp file, fsync, rename), so a run killed at any
-moment never leaves a truncated checkpoint, as .pth or, with ``path: {network_format: safetensors}``,
-.safetensors; and weights (.pth or .safetensors) read with ``weights_only=True``, with clear
-errors for a missing file or one that holds another variant.
+Over SRModel it adds: validation and testing through ``hat.inference.engine`` (any image size,
+planned or ``tile: {tile_size, tile_pad}`` tiles, out-of-memory halving); distributed training on
+CPU (gloo); networks and training states written atomically (temp file, fsync, rename), so a run
+killed at any moment never leaves a truncated checkpoint, as .pth or, with ``path: {network_format:
+safetensors}``, .safetensors; and weights (.pth or .safetensors) read with ``weights_only=True``,
+with clear errors for a missing file or one that holds another variant.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Optional
 
@@ -20,20 +19,11 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 
-from hat.archs.banded import banded_inference
 from hat.archs.hat_arch import HAT
-from hat.inference.tiling import tiled_forward
+from hat.inference.engine import InferenceEngine
 from hat.models.per_image_metrics import PerImageValidation
 from hat.models.train_step import TrainStepMixin
 from hat.weights.atomic_io import atomic_torch_save
-
-
-def super_resolve(net: torch.nn.Module, lq: torch.Tensor, scale: int, tile_opt: dict | None = None) -> torch.Tensor:
-    """Run ``net`` on ``lq`` whole, or tile by tile when ``tile_opt`` (``{tile_size, tile_pad}``) is given."""
-    if not tile_opt:
-        return net(lq)
-    align = getattr(getattr(net, 'module', net), 'window_size', 1)  # through DataParallel/DDP wrappers
-    return tiled_forward(net, lq, scale, int(tile_opt['tile_size']), int(tile_opt.get('tile_pad', 32)), align)
 
 
 def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -50,16 +40,19 @@ class HATModel(PerImageValidation, TrainStepMixin, SRModel):
     """
 
     def test(self):
-        """Super-resolve ``self.lq`` with the bare network (EMA if kept), never through the DDP wrapper.
+        """Super-resolve ``self.lq`` with the bare network (EMA if kept) through hat-upscale's engine:
+        ``tile: {tile_size, tile_pad}`` sets the first tile, else it is planned against free memory;
+        out-of-memory halves it. The output is float32 on the host.
 
-        BasicSR validates on rank 0 only; a DDP forward broadcasts buffers to all ranks, a collective the
-        other ranks never join (gloo fails, NCCL hangs), so inference bypasses the wrapper.
+        Not through the DDP wrapper: BasicSR validates on rank 0 only, and a DDP forward broadcasts
+        buffers to all ranks, a collective the other ranks never join (gloo fails, NCCL hangs).
         """
         net = self.get_bare_model(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g)
         was_training = net.training
         net.eval()
-        with torch.no_grad(), banded_inference(net) if isinstance(net, HAT) else contextlib.nullcontext():
-            self.output = super_resolve(net, self.lq, self.opt['scale'], self.opt.get('tile'))
+        tile = self.opt.get('tile') or {}
+        self.output = InferenceEngine(net, self.device, tile=tile.get('tile_size', 'auto'),
+                                      tile_pad=tile.get('tile_pad', 32)).run(self.lq)
         net.train(was_training)
 
     def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
