@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hat.inference.memory_budget import memory_budget
+from hat.inference.plan import memory_budget
 
 #: Defaults of the LAM reference implementation.
 WINDOW, FOLD, SIGMA, KERNEL_SIZE = 16, 50, 1.2, 9
