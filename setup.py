@@ -42,6 +42,7 @@ setup(
         'hat-upscale=hat.inference.upscale_cli:main',
         'hat-convert=hat.weights.convert:main',
         'hat-export=hat.weights.export:main',
+        'hat-lam=hat.analysis.cli:main',
     ]},
     classifiers=[
         'Programming Language :: Python :: 3',

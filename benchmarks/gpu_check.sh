@@ -3,6 +3,7 @@
 # H100/H200-class GPU): installs what it needs from local wheels, runs the CUDA-only tests, times
 # HAT-S/HAT/HAT-L x4 at 64 and 256 LR (original formulation, explicit fp32, fused fp32/bf16/fp16,
 # torch.compile, an AMP training step), measures peak memory against the original formulation,
+# times hat-lam's attribution (HAT x4, 64x64 LR, fold 50) against the LAM reference formulation,
 # and writes results.json, tables.md (the tables docs/benchmarks.md takes) and log.txt to the
 # output folder ($OUT if set, else ./gpu_check_out).
 #
@@ -56,6 +57,7 @@ STEPS=(
     "forward|200|$BENCH --models HAT-S HAT HAT-L --sizes 64 256 --modes forward --warmup 2 --repeat 5 --variants original:fp32 explicit:fp32 fused:fp32 fused:bf16 fused:fp16 --json $WORK/forward.json --markdown $WORK/forward.md"
     "memory|150|$PY $ROOT/benchmarks/bench_memory.py --device cuda --cases HAT:4:256 HAT-L:2:256 HAT:4:512 --variants original:fp32 fused:fp32 fused:bf16 --json $WORK/memory.json --markdown $WORK/memory.md"
     "train|90|$BENCH --models HAT --sizes 64 --batch 4 --modes train --warmup 2 --repeat 5 --variants fused:fp32 fused:bf16 fused:fp16 fused:bf16:ckpt --json $WORK/train.json --markdown $WORK/train.md"
+    "lam|90|$PY $ROOT/benchmarks/bench_lam.py --device cuda --model HAT_SRx4 --size 64 --fold 50 --json $WORK/lam.json --markdown $WORK/lam.md"
     "compile|180|$BENCH --models HAT --sizes 64 256 --modes forward --warmup 2 --repeat 5 --variants fused:bf16 fused:bf16:compile --json $WORK/compile.json --markdown $WORK/compile.md"
 )
 
@@ -116,7 +118,7 @@ out, work, statuses = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 steps = dict(s.split('=', 1) for s in statuses)
 results = {'steps': steps}
 tables = ['# GPU check\n', 'Steps: ' + '; '.join(f'{k}: {v}' for k, v in steps.items()) + '\n']
-for name in ('forward', 'compile', 'train', 'memory'):
+for name in ('forward', 'compile', 'train', 'memory', 'lam'):
     data, table = work / f'{name}.json', work / f'{name}.md'
     if data.exists():
         results[name] = json.loads(data.read_text())

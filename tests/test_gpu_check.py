@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 SCRIPT = REPO_ROOT / 'benchmarks' / 'gpu_check.sh'
-STEPS = ['setup', 'cuda-tests', 'forward', 'memory', 'train', 'compile']
+STEPS = ['setup', 'cuda-tests', 'forward', 'memory', 'train', 'lam', 'compile']
 
 
 def run_script(*args, cwd, **env):
@@ -37,12 +37,13 @@ def test_dry_run_lists_every_step_and_touches_nothing(tmp_path, monkeypatch):
     # the benchmark commands it would run are accepted by the benchmarks' own argument parsers
     monkeypatch.syspath_prepend(str(REPO_ROOT / 'benchmarks'))
     import bench_hat
+    import bench_lam
     import bench_memory
 
     commands = {line.split()[1]: shlex.split(line.split(': ', 1)[1]) for line in lines[2:-1]}
     for name, argv in commands.items():
         script = next(arg for arg in argv if arg.endswith('.py'))
-        parser = bench_memory if script.endswith('bench_memory.py') else bench_hat
+        parser = {'bench_memory.py': bench_memory, 'bench_lam.py': bench_lam}.get(os.path.basename(script), bench_hat)
         args = parser.parse_args(argv[argv.index(script) + 1:])
         assert args.device == 'cuda' and str(args.json).startswith(str(tmp_path / 'out')), name
 
@@ -83,7 +84,7 @@ def test_run_writes_results_and_tables_and_keeps_them(tmp_path, stand_in_python)
     assert all(status.startswith('exit 0') for status in results['steps'].values()), results['steps']
     assert '--variants original:fp32' in results['forward']['results'][0]
     tables = (out / 'tables.md').read_text()
-    assert all(f'## {name}' in tables for name in ('forward', 'memory', 'train', 'compile'))
+    assert all(f'## {name}' in tables for name in ('forward', 'memory', 'train', 'compile', 'lam'))
     assert '| table of bench_memory.py |' in tables
     assert sorted(p.name for p in out.iterdir()) == ['log.txt', 'results.json', 'tables.md']
 
