@@ -40,9 +40,6 @@ SHOWN = 10
 #: How often the skip log's thread looks for reports (it is woken at once to stop).
 POLL_SECONDS = 0.05
 
-#: The type name in option files that our entry points build as ``RealHATDataset``.
-REAL_ESRGAN_TYPE = 'RealESRGANDataset'
-
 
 class BadImageError(RuntimeError):
     """A dataset image that cannot be read or decoded, named in the message; when torch re-raises it from a
@@ -272,7 +269,7 @@ if hasattr(os, 'register_at_fork'):
 
 def our_type(dataset_opt: dict) -> dict:
     """``dataset_opt`` with ``type: RealESRGANDataset`` read as ``RealHATDataset`` (which takes the original's keys)."""
-    if dataset_opt.get('type') == REAL_ESRGAN_TYPE:
+    if dataset_opt.get('type') == 'RealESRGANDataset':
         return {**dataset_opt, 'type': 'RealHATDataset'}
     return dataset_opt
 
