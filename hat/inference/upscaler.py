@@ -1,14 +1,11 @@
 """``Upscaler``: super-resolve numpy images with a HAT checkpoint (the engine of ``hat-upscale``).
 
-Takes the images people have: gray, gray + alpha, RGB and RGBA, 8 or 16 bit (or float in
-[0, 1]), in RGB channel order. Colour runs through the network; alpha is upscaled
-bicubically and re-attached. The network runs in ``hat.inference.engine`` (blended tiles,
-out-of-memory halving, half-precision NaN/inf redone in fp32), as validation does.
-
-Defaults are chosen for safety and speed on the machine at hand: ``tile='auto'`` runs the
-whole image when the memory model says it fits what the host (its container and ulimits
-included) or the GPU has free, and the largest tile that fits otherwise; ``precision='auto'``
-runs bf16 where the device computes it natively and fp32 elsewhere.
+Takes gray, gray + alpha, RGB and RGBA, 8 or 16 bit or float in [0, 1], in RGB order: colour runs through
+the network (``hat.inference.engine``: blended tiles, out-of-memory halving, half-precision NaN/inf redone in
+fp32, as validation does), alpha is upscaled bicubically. Defaults suit the machine at hand: ``tile='auto'``
+runs the whole image when the memory model says it fits what the host (container and ulimits included) or the
+GPU has free, else the largest tile that fits; ``precision='auto'`` runs bf16 where the device computes it
+natively, fp32 elsewhere.
 """
 from __future__ import annotations
 
@@ -125,9 +122,7 @@ class Upscaler:
 
     def upscale(self, image: np.ndarray, on_pass: Optional[Callable[[], None]] = None) -> np.ndarray:
         """Super-resolve ``image`` (RGB order; see the module docstring); same dtype and channels out.
-
-        ``on_pass`` is called after every network pass (a tile, a TTA transform), for progress bars.
-        """
+        ``on_pass`` is called after every network pass (a tile, a TTA transform), for progress bars."""
         image = np.asarray(image)
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
             raise ValueError(f'expected an image of shape (h, w) or (h, w, 1|2|3|4), got {image.shape}')
