@@ -22,10 +22,8 @@ FALLBACK_BYTES = 4 * 2 ** 30
 
 
 def host_available_memory(proc: Path = Path('/proc'), cgroup_root: Path = Path('/sys/fs/cgroup')) -> int:
-    """Bytes this process can still allocate on the host (see the module docstring).
-
-    ``proc`` and ``cgroup_root`` are where ``/proc`` and the cgroup file systems are mounted.
-    """
+    """Bytes this process can still allocate on the host (see the module docstring); ``proc`` and
+    ``cgroup_root`` are where ``/proc`` and the cgroup file systems are mounted."""
     candidates = [meminfo_available(proc), cgroup_available(proc, cgroup_root), rlimit_available(proc)]
     known = [value for value in candidates if value is not None]
     return max(min(known), 0) if known else FALLBACK_BYTES
@@ -44,31 +42,24 @@ def meminfo_available(proc: Path = Path('/proc')) -> Optional[int]:
 
 def cgroup_available(proc: Path = Path('/proc'), cgroup_root: Path = Path('/sys/fs/cgroup')) -> Optional[int]:
     """Smallest ``limit - usage`` over this process's memory cgroup and its ancestors (v1 and v2); None if unlimited.
-
-    Usage counts the cgroup's page cache, part of which the kernel could reclaim: this errs on the safe side.
-    """
-    best = None
+    Usage counts page cache the kernel could reclaim: this errs on the safe side."""
+    rooms = []
     for folder, limit_name, usage_name in _cgroup_folders(proc, cgroup_root):
         limit = _read_int(folder / limit_name)
-        if limit is None or limit >= UNLIMITED:
-            continue
-        usage = _read_int(folder / usage_name) or 0
-        room = limit - usage
-        best = room if best is None else min(best, room)
-    return best
+        if limit is not None and limit < UNLIMITED:
+            rooms.append(limit - (_read_int(folder / usage_name) or 0))
+    return min(rooms, default=None)
 
 
 def rlimit_available(proc: Path = Path('/proc')) -> Optional[int]:
     """Room left under ``RLIMIT_AS`` (``ulimit -v``) and ``RLIMIT_DATA``; None if neither is set."""
     status = _read_fields(proc / 'self' / 'status')
-    best = None
+    rooms = []
     for limit_kind, used_field in ((resource.RLIMIT_AS, 'VmSize'), (resource.RLIMIT_DATA, 'VmData')):
         soft, _ = resource.getrlimit(limit_kind)
-        if soft == resource.RLIM_INFINITY or soft >= UNLIMITED:
-            continue
-        room = soft - status.get(used_field, 0)
-        best = room if best is None else min(best, room)
-    return best
+        if soft != resource.RLIM_INFINITY and soft < UNLIMITED:
+            rooms.append(soft - status.get(used_field, 0))
+    return min(rooms, default=None)
 
 
 def _cgroup_folders(proc: Path, cgroup_root: Path) -> Iterator[tuple[Path, str, str]]:

@@ -92,12 +92,8 @@ def check_header(path: Path, data: Union[bytes, np.ndarray], max_pixels: Optiona
 
 
 def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode ``path`` into an RGB(A)/gray ``uint8`` or ``uint16`` array (see the module docstring).
-
-    JPEGs are turned upright by their EXIF orientation, as image viewers show them. Images
-    above ``max_pixels`` (None: no limit of ours) and multi-frame files raise ImageReadError
-    before any pixel is decoded.
-    """
+    """Decode ``path`` into an RGB(A)/gray ``uint8``/``uint16`` array (module docstring), JPEGs upright by EXIF;
+    images above ``max_pixels`` (None: no limit of ours) or with several frames are refused before decoding."""
     path = Path(path)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
@@ -121,38 +117,21 @@ def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(f'{path} has {image.dtype} pixels; only 8- and 16-bit images are supported '
                              f'(convert it to 8- or 16-bit PNG/TIFF first)')
-    return _from_opencv(image)
+    return _swap_red_blue(image)
 
 
-def _from_opencv(image: np.ndarray) -> np.ndarray:
+def _swap_red_blue(image: np.ndarray) -> np.ndarray:
+    """RGB(A) <-> OpenCV's BGR(A) (one swap serves both ways); a single channel as a 2-D gray array."""
     if image.ndim == 3 and image.shape[2] == 1:
         return image[..., 0]
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    return image
-
-
-def _to_opencv(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[..., 0]
-    if image.ndim == 3 and image.shape[2] == 2:
-        gray, alpha = image[..., 0], image[..., 1]
-        return np.dstack([gray, gray, gray, alpha])
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     return image
 
 
 def fit_to_format(image: np.ndarray, ext: str) -> tuple[np.ndarray, list[str]]:
-    """Convert ``image`` to what format ``ext`` stores; returns it and what was lost, in words.
-
-    16-bit becomes 8-bit where the format has no 16 bits, and alpha is dropped where it has
-    no alpha channel.
-    """
+    """Convert ``image`` to what format ``ext`` stores (8 bits, no alpha where it has none); returns it and
+    what was lost, in words."""
     ext = ext.lower()
     losses = []
     if image.dtype == np.uint16 and ext not in SIXTEEN_BIT_EXTENSIONS:
@@ -170,18 +149,17 @@ def encode_image(image: np.ndarray, ext: str) -> bytes:
     ext = ext.lower()
     if image.dtype not in (np.uint8, np.uint16):
         raise TypeError(f'can only encode uint8 or uint16 images, got {image.dtype}')
-    ok, buffer = cv2.imencode(ext, _to_opencv(image), _ENCODE_PARAMS.get(ext, []))
+    gray_alpha = image.ndim == 3 and image.shape[2] == 2  # OpenCV writes alpha only with colour
+    pixels = np.dstack([image[..., 0]] * 3 + [image[..., 1]]) if gray_alpha else image
+    ok, buffer = cv2.imencode(ext, _swap_red_blue(pixels), _ENCODE_PARAMS.get(ext, []))
     if not ok:
         raise ValueError(f'OpenCV cannot encode a {image.dtype} image of shape {image.shape} as {ext}')
     return buffer.tobytes()
 
 
 def write_image(path: PathLike, image: np.ndarray, overwrite: bool = False) -> None:
-    """Encode ``image`` by ``path``'s extension and write it atomically.
-
-    Raises :class:`OutputExistsError` if ``path`` exists and ``overwrite`` is False; this is
-    checked at the final rename, so a file that appears meanwhile is not replaced either.
-    """
+    """Encode ``image`` by ``path``'s extension and write it atomically; :class:`OutputExistsError` if ``path``
+    exists (checked at the final rename, so one that appears meanwhile is kept too) and not ``overwrite``."""
     path = Path(path)
     write_bytes_atomic(path, encode_image(image, path.suffix), overwrite)
 

@@ -31,10 +31,8 @@ PrecisionLike = Union[str, torch.dtype]
 
 
 def precision_name(value: PrecisionLike) -> str:
-    """The canonical name (``fp32``, ``bf16``, ``fp16``) of a name, alias or torch dtype.
-
-    Raises ValueError naming the accepted values for anything else.
-    """
+    """The canonical name (``fp32``, ``bf16``, ``fp16``) of a name, alias or torch dtype; ValueError naming the
+    accepted values for anything else."""
     if isinstance(value, torch.dtype):
         for name, dtype in PRECISIONS.items():
             if dtype == value:

@@ -3,15 +3,10 @@
     hat-upscale -i photos/ -o photos_x4/ -m HAT-S_SRx4.pth
     hat-upscale -i photo.jpg -o photo_x4.png -m HAT-S_SRx4.pth
 
-INPUT is a file, a folder (``--recursive`` for subfolders) or a glob. Outputs keep the
-input's relative path and name (plus ``--suffix``) under OUTPUT; a single input file and an
-OUTPUT with an image extension name the output file itself. Nothing is destroyed: writing
-into an input's own folder needs ``--suffix``, every output is written atomically, and an
-existing output is only replaced with ``--overwrite`` (``--skip-existing`` skips it). The
-output folder's writability is checked before the first image; our temp files left there by
-a killed run are removed. Ctrl-C and SIGTERM stop after cleaning up: outputs are complete.
-Exit status: 0 all done or skipped, 1 some images failed, 2 bad arguments or checkpoint,
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+INPUT is a file, a folder or a glob; outputs keep each input's relative path under OUTPUT. Nothing is
+destroyed: outputs are written atomically, never into an input's folder without ``--suffix``, never over a
+file without ``--overwrite``. Exit status: 0 all done or skipped, 1 some images failed, 2 bad arguments or
+checkpoint, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). docs/upscale.md tells the rest.
 """
 from __future__ import annotations
 
@@ -77,7 +72,6 @@ class Summary:
 
     done: int = 0
     skipped: int = 0
-    failed: int = 0
     megapixels: float = 0.0
     seconds: float = 0.0
 
@@ -225,18 +219,15 @@ def output_file_job(spec: str, images: list[Path], output: Path, args: argparse.
     if args.suffix or args.ext is not None:
         raise UsageError(f'--suffix and --ext apply to an output folder; the output file {str(output)!r} '
                          f'is written as named, in the format of its extension')
-    source = images[0]
-    job = Job(source, output)
-    if output.resolve() == source.resolve():
+    job = Job(images[0], output)
+    if output.resolve() == images[0].resolve():
         job.problem = f'its output {output} is the input image itself; name another output file'
     return job
 
 
 def check_writable(folder: Path) -> None:
-    """Refuse an output ``folder`` that cannot be created or written, before any image is computed.
-
-    Creates nothing that stays: a probe file in the deepest folder that exists is made and removed.
-    """
+    """Refuse an output ``folder`` that cannot be created or written, before any image is computed; creates
+    nothing that stays (a probe file in the deepest folder that exists is made and removed)."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -282,11 +273,6 @@ def process(job: Job, upscaler: Upscaler, overwrite: bool, max_pixels: int) -> f
         _say(f'warning: {job.source}: {loss}')
     write_image(job.target, result, overwrite=overwrite)
     return h * w / 1e6
-
-
-def _failure(job: Job, problem: str) -> str:
-    """``problem`` prefixed with the image's path unless it already names it."""
-    return problem if str(job.source) in problem else f'{job.source}: {problem}'
 
 
 def run(args: argparse.Namespace) -> int:
@@ -341,15 +327,14 @@ def run(args: argparse.Namespace) -> int:
                     summary.megapixels += megapixels
                     summary.seconds += time.perf_counter() - start
                     continue
-            summary.failed += 1
-            failures.append(_failure(job, problem))
+            failures.append(problem if str(job.source) in problem else f'{job.source}: {problem}')
             _say(f'failed: {failures[-1]}')
     rate = summary.megapixels / summary.seconds if summary.seconds else 0.0
-    print(f'hat-upscale: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed; '
+    print(f'hat-upscale: {summary.done} done, {summary.skipped} skipped, {len(failures)} failed; '
           f'{summary.megapixels:.3g} input megapixels in {summary.seconds:.1f} s = {rate:.3g} megapixels/s')
     for failure in failures:
         print(f'  failed: {failure}', file=sys.stderr)
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def _terminate(signum, frame) -> None:

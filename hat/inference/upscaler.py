@@ -1,14 +1,11 @@
 """``Upscaler``: super-resolve numpy images with a HAT checkpoint (the engine of ``hat-upscale``).
 
-Takes the images people have: gray, gray + alpha, RGB and RGBA, 8 or 16 bit (or float in
-[0, 1]), in RGB channel order. Colour runs through the network; alpha is upscaled
-bicubically and re-attached. The network runs in ``hat.inference.engine`` (blended tiles,
-out-of-memory halving, half-precision NaN/inf redone in fp32), as validation does.
-
-Defaults are chosen for safety and speed on the machine at hand: ``tile='auto'`` runs the
-whole image when the memory model says it fits what the host (its container and ulimits
-included) or the GPU has free, and the largest tile that fits otherwise; ``precision='auto'``
-runs bf16 where the device computes it natively and fp32 elsewhere.
+Takes gray, gray + alpha, RGB and RGBA, 8 or 16 bit or float in [0, 1], in RGB order: colour runs through
+the network (``hat.inference.engine``: blended tiles, out-of-memory halving, half-precision NaN/inf redone in
+fp32, as validation does), alpha is upscaled bicubically. Defaults suit the machine at hand: ``tile='auto'``
+runs the whole image when the memory model says it fits what the host (container and ulimits included) or the
+GPU has free, else the largest tile that fits; ``precision='auto'`` runs bf16 where the device computes it
+natively, fp32 elsewhere.
 """
 from __future__ import annotations
 
@@ -55,17 +52,19 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     return device
 
 
-def choose_precision(precision: Union[str, torch.dtype], device: torch.device) -> str:
-    """The precision name to run on ``device``: ``'auto'`` resolved (:func:`hat.inference.precision.auto_precision`),
-    others checked; fp16 on CPU and bf16 on GPUs without it are refused with the alternatives."""
-    if _is_auto(precision):
-        return auto_precision(device)
+def choose_precision(precision: Union[str, torch.dtype], device: torch.device) -> tuple[str, str]:
+    """The precision name to run on ``device`` and why, in words: ``'auto'`` (any case) resolved by
+    :func:`~hat.inference.precision.auto_precision`, others checked against what the device supports."""
+    if isinstance(precision, str) and precision.strip().lower() == 'auto':
+        name = auto_precision(device)
+        what = 'this CPU' if device.type == 'cpu' else torch.cuda.get_device_name(device)
+        return name, f'auto: {what} {"computes bf16 natively" if name == "bf16" else "has no native bf16"}'
     name = precision_name(precision)
     if name == 'fp16' and device.type == 'cpu':
         raise ValueError('fp16 needs a CUDA device; on CPU use --precision bf16 (autocast) or fp32')
     if name == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError(f'{torch.cuda.get_device_name(device)} does not support bf16; use --precision fp16 or fp32')
-    return name
+    return name, 'as requested'
 
 
 def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> dict[str, Any]:
@@ -92,25 +91,12 @@ def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> dict[st
 
 
 class Upscaler:
-    """Super-resolve images with a HAT checkpoint.
+    """Super-resolve images with a HAT checkpoint: a path (.pth/.safetensors), a state_dict or a HAT module.
 
-    Args:
-        checkpoint: a ``.pth`` or ``.safetensors`` path (BasicSR ``params_ema``/``params`` or a bare state_dict),
-            a state_dict, or a HAT module. The variant is inferred from the weights.
-        device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``.
-        precision: ``'auto'`` (bf16 where the device has native bf16, else fp32), ``'fp32'``,
-            ``'fp16'`` (CUDA only) or ``'bf16'`` (autocast; CUDA or CPU). The choice made is
-            :attr:`precision`; :attr:`precision_reason` says why, in words.
-        tile: ``'auto'`` (whole image when it fits the memory available, else the largest tile
-            that does), a tile size in input pixels (at least one window), or None (whole image
-            whatever the memory; out-of-memory still halves it).
-        tile_pad: context pixels around each tile (blended away; 32 leaves no seam).
-        tta: x8 self-ensemble (flips and transposes, averaged): better, 8x slower.
-        config: BasicSR options YAML (path or dict) whose ``network_g`` overrides what the
-            weights cannot tell, e.g. ``img_range`` or ``conv_scale``.
-
-    :attr:`engine` runs the network: ``engine.plan.first_tile(h, w)``, ``engine.count_passes(h, w)``
-    and ``engine.last_tile`` say how it runs an image.
+    ``precision``: 'auto', a name or a dtype (:attr:`precision_reason` says why it was chosen); ``tile``: 'auto',
+    a size in input pixels or None (whole image; out-of-memory still halves it); ``tile_pad``: context blended
+    away; ``tta``: x8 self-ensemble; ``config``: BasicSR options (path or dict) whose ``network_g`` overrides what
+    the weights cannot tell. :attr:`engine` runs the network (see docs/upscale.md).
     """
 
     def __init__(
@@ -124,9 +110,8 @@ class Upscaler:
         config: Union[PathLike, Mapping[str, Any], None] = None,
     ):
         self.device = resolve_device(device)
-        self.precision = choose_precision(precision, self.device)
+        self.precision, self.precision_reason = choose_precision(precision, self.device)
         self.dtype = PRECISIONS[self.precision]
-        self.precision_reason = _precision_reason(precision, self.precision, self.device)
         if isinstance(checkpoint, torch.nn.Module):
             self.model = checkpoint.eval().to(self.device)
         else:
@@ -135,12 +120,9 @@ class Upscaler:
         plan = self.engine.plan
         self.scale, self.window_size, self.in_chans = plan.scale, plan.window, plan.in_chans
 
-    # ---------------------------------------------------------------- inference
     def upscale(self, image: np.ndarray, on_pass: Optional[Callable[[], None]] = None) -> np.ndarray:
         """Super-resolve ``image`` (RGB order; see the module docstring); same dtype and channels out.
-
-        ``on_pass`` is called after every network pass (a tile, a TTA transform), for progress bars.
-        """
+        ``on_pass`` is called after every network pass (a tile, a TTA transform), for progress bars."""
         image = np.asarray(image)
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
             raise ValueError(f'expected an image of shape (h, w) or (h, w, 1|2|3|4), got {image.shape}')
@@ -150,8 +132,7 @@ class Upscaler:
         squeeze = pixels.ndim == 2
         if squeeze:
             pixels = pixels[..., None]
-        channels = pixels.shape[2]
-        color, alpha = (pixels[..., :-1], pixels[..., -1]) if channels in (2, 4) else (pixels, None)
+        color, alpha = (pixels[..., :-1], pixels[..., -1]) if pixels.shape[2] in (2, 4) else (pixels, None)
         out = self._upscale_color(color, on_pass)
         if alpha is not None:
             out = np.concatenate([out, self._resize(alpha)[..., None]], axis=2)
@@ -189,27 +170,11 @@ class Upscaler:
         return out[0].clamp_(0, 1).permute(1, 2, 0).numpy()
 
 
-def _is_auto(precision: Union[str, torch.dtype]) -> bool:
-    """Whether ``precision`` asks for the device's best precision (``'auto'``, any case and spacing)."""
-    return isinstance(precision, str) and precision.strip().lower() == 'auto'
-
-
-def _precision_reason(requested: Union[str, torch.dtype], chosen: str, device: torch.device) -> str:
-    """Why ``chosen`` runs on ``device``, in words (for the command line's first line)."""
-    if not _is_auto(requested):
-        return 'as requested'
-    what = 'this CPU' if device.type == 'cpu' else torch.cuda.get_device_name(device)
-    if chosen == 'bf16':
-        return f'auto: {what} computes bf16 natively'
-    return f'auto: {what} has no native bf16'
-
-
 def _to_float(image: np.ndarray) -> tuple[np.ndarray, float]:
     """Pixels as float32 in [0, 1] and the integer peak they were divided by (1 for floats)."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0, 255.0
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535.0, 65535.0
+    if image.dtype in (np.uint8, np.uint16):
+        peak = float(np.iinfo(image.dtype).max)
+        return image.astype(np.float32) / peak, peak
     if image.dtype in (np.float32, np.float64):
         if not np.isfinite(image).all():
             raise ValueError(f'the image has {int(np.size(image) - np.isfinite(image).sum())} NaN or infinite '
