@@ -1,18 +1,9 @@
 """Images that cannot be read or decoded: named, then skipped or stopped at, as a dataset's ``bad_image`` says.
 
-basicsr's datasets fail on a corrupt image with ``'NoneType' object has no attribute 'astype'``
-deep inside a data-loader worker, hours into a run, naming no file. ``build_dataset`` here is
-a drop-in for ``basicsr.data.build_dataset`` that wraps every dataset (any type with basicsr's
-``paths`` list: PairedImageDataset, SingleImageDataset, HROnlyDataset, RealESRGANDataset) in
-:class:`BadImageGuard`. When a sample fails, the guard decodes the sample's files itself: if one
-is bad it is named and, with ``bad_image: skip`` (the default for training: a long run should
-not die for one file), a warning goes to the log and another random sample is taken; with
-``bad_image: stop`` the run stops with the file's name. Validation and test sets always stop: a
-score over a different set of images would not compare (the pre-flight checks decode them
-first). An error that no bad file explains is raised unchanged.
-
-Data-loader workers are separate processes, so skips are sent to the main process through a
-queue and logged (and counted) there by :class:`SkipLog`.
+basicsr's datasets fail on a corrupt image deep inside a data-loader worker, naming no file.
+:func:`build_dataset` wraps each dataset in :class:`BadImageGuard`, which names the bad file and
+skips it (training default) or stops; skips in workers are logged and counted in the main process
+by :class:`SkipLog`. The policy and messages are described in docs/training.md ("Bad images in the data").
 """
 from __future__ import annotations
 
@@ -49,23 +40,14 @@ SHOWN = 10
 #: How often the skip log's thread looks for reports (it is woken at once to stop).
 POLL_SECONDS = 0.05
 
-#: The type name in option files that our entry points build as ``RealHATDataset``.
-REAL_ESRGAN_TYPE = 'RealESRGANDataset'
-
 
 class BadImageError(RuntimeError):
-    """A dataset image that cannot be read or decoded, named in the message.
-
-    Raised in a data-loader worker, torch re-raises it in the main process with the worker's
-    traceback in the message; the message is cut back to our one line (the traceback is kept
-    in ``worker_traceback``).
-    """
+    """A dataset image that cannot be read or decoded, named in the message; when torch re-raises it from a
+    data-loader worker with the worker's traceback in the message, that message is cut back to our one line."""
 
     def __init__(self, message: str):
-        self.worker_traceback = ''
         marker = f'{type(self).__name__}: '
         if 'Original Traceback' in message and marker in message:
-            self.worker_traceback = message
             message = message.rsplit(marker, 1)[1].strip()
         super().__init__(message)
 
@@ -152,11 +134,8 @@ def dataset_files(dataset: Any) -> list[tuple[str, str]]:
 
 
 class BadImageGuard(data.Dataset):
-    """A basicsr dataset whose failed samples are explained by the bad file they read, then skipped or stopped at.
-
-    Attributes not defined here (``opt``, ``paths``, ...) are the wrapped dataset's, so basicsr's
-    loops see the dataset they built.
-    """
+    """A basicsr dataset whose failed samples are explained by the bad file they read, then skipped or stopped at;
+    other attributes (``opt``, ``paths``, ...) are the wrapped dataset's, so basicsr's loops see what they built."""
 
     def __init__(self, dataset: Any, dataset_opt: dict, reports: Optional[Any] = None):
         self.dataset = dataset
@@ -210,10 +189,8 @@ def _emit(message: str) -> None:
 class SkipLog:
     """The main process's end of the skip reports: logs each bad file when first skipped, and counts every skip.
 
-    A thread reads the reports, but never across a fork: DataLoader workers are forked while it runs, so it is
-    stopped just before every fork of this process and started again just after (a thread caught holding a lock
-    at a fork leaves that lock held forever in the child). :meth:`close` closes the queue's pipes.
-    """
+    Its reader thread is stopped around every fork (DataLoader workers): a thread holding a lock at a fork leaves
+    that lock held forever in the child."""
 
     def __init__(self):
         self.queue = multiprocessing.SimpleQueue()
@@ -292,7 +269,7 @@ if hasattr(os, 'register_at_fork'):
 
 def our_type(dataset_opt: dict) -> dict:
     """``dataset_opt`` with ``type: RealESRGANDataset`` read as ``RealHATDataset`` (which takes the original's keys)."""
-    if dataset_opt.get('type') == REAL_ESRGAN_TYPE:
+    if dataset_opt.get('type') == 'RealESRGANDataset':
         return {**dataset_opt, 'type': 'RealHATDataset'}
     return dataset_opt
 

@@ -1,8 +1,4 @@
-"""HR-only dataset: LR made on the fly by MATLAB-style bicubic, for HAT's same-task pre-training on ImageNet.
-
-The original release calls this dataset ``ImageNetPairedDataset``; both names are
-registered so its option files work unchanged.
-"""
+"""HR-only dataset: LR made on the fly by MATLAB-style bicubic, for HAT's same-task pre-training on ImageNet."""
 from __future__ import annotations
 
 import os
@@ -51,14 +47,8 @@ def random_pair(hr: np.ndarray, gt_size: int, scale: int) -> tuple[np.ndarray, n
 
 @DATASET_REGISTRY.register()
 class HROnlyDataset(data.Dataset):
-    """HR images from a folder (recursive), a meta_info file, or an LMDB; LR = bicubic HR / scale.
-
-    Options: ``dataroot_gt``; optional ``meta_info_file`` (paths relative to dataroot_gt);
-    ``io_backend: {type: disk | lmdb}``; ``gt_size`` (training crop, a multiple of
-    ``scale``), ``use_hflip``, ``use_rot``; optional ``mean``/``std``. Images smaller than
-    ``gt_size`` are first enlarged to it (as the original does). Validation and testing
-    use the whole image, cropped to a multiple of ``scale``.
-    """
+    """HR images from a folder (recursive), a meta_info file, or an LMDB; LR = bicubic HR / scale. Options in
+    docs/training.md ("ImageNet pre-training"); images smaller than ``gt_size`` are enlarged, as the original does."""
 
     def __init__(self, opt: dict):
         super().__init__()

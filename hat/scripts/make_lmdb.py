@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from functools import reduce
+from functools import partial, reduce
 from typing import Optional, Sequence
 
 import cv2
@@ -65,22 +65,13 @@ def cut_image(path: str, folders: dict, crop: int, step: int, thresh: int, compr
     return len(starts)
 
 
-def _cut_job(args: tuple) -> int:
-    return cut_image(*args)
-
-
 def pack_lmdb(folder: str, lmdb_path: str) -> None:
     """Pack the PNGs of ``folder`` into a new LMDB at ``lmdb_path`` (keys: file names without extension) via
     BasicSR, with its meta_info.txt."""
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
     names = sorted(n for n in os.listdir(folder) if n.endswith('.png'))
-    raw_bytes = 0
-    for name in names:
-        with open(os.path.join(folder, name), 'rb') as f:
-            f.seek(16)
-            w, h = int.from_bytes(f.read(4), 'big'), int.from_bytes(f.read(4), 'big')
-        raw_bytes += h * w * 3
+    raw_bytes = sum(3 * math.prod(header_size(os.path.join(folder, name))) for name in names)
     make_lmdb_from_imgs(folder, lmdb_path, names, [os.path.splitext(n)[0] for n in names],
                         map_size=int(raw_bytes * 1.5) + (64 << 20))
 
@@ -100,11 +91,12 @@ def build(paths: list[str], partials: dict[int, str], args: argparse.Namespace) 
     """Cut every image into ``partials`` and pack each folder into ``<folder>.lmdb``; returns the sub-image count."""
     for folder in partials.values():
         os.makedirs(folder)
-    jobs = [(p, partials, args.crop_size, args.step, args.thresh_size, args.compress_level) for p in paths]
+    cut = partial(cut_image, folders=partials, crop=args.crop_size, step=args.step, thresh=args.thresh_size,
+                  compress=args.compress_level)
     total = 0
-    with tqdm(total=len(jobs), desc='cut sub-images', unit='image') as bar, \
+    with tqdm(total=len(paths), desc='cut sub-images', unit='image') as bar, \
             ProcessPoolExecutor(max(args.workers, 1)) as pool:
-        results = pool.map(_cut_job, jobs, chunksize=4) if args.workers > 1 else map(_cut_job, jobs)
+        results = pool.map(cut, paths, chunksize=4) if args.workers > 1 else map(cut, paths)
         for count in results:
             total += count
             bar.update()

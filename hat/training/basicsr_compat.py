@@ -26,20 +26,15 @@ class LaunchError(RuntimeError):
 
 def install_functional_tensor_shim() -> None:
     """Register ``torchvision.transforms.functional_tensor`` if torchvision no longer has it."""
-    name = 'torchvision.transforms.functional_tensor'
-    if name in sys.modules:
-        return
-    try:
+    with contextlib.suppress(ImportError):  # also finds a stand-in registered before
         import torchvision.transforms.functional_tensor  # noqa: F401
         return
-    except ImportError:
-        pass
     from torchvision.transforms import functional
 
-    shim = types.ModuleType(name)
+    shim = types.ModuleType('torchvision.transforms.functional_tensor')
     shim.__doc__ = 'Stand-in registered by hat.training.basicsr_compat for basicsr 1.4.2.'
     shim.rgb_to_grayscale = functional.rgb_to_grayscale
-    sys.modules[name] = shim
+    sys.modules[shim.__name__] = shim
 
 
 def _arguments() -> Any:
@@ -123,8 +118,7 @@ def parse_options(root_path: str, is_train: bool = True, *, run: Any) -> tuple[d
     opt['path'].update({'experiments_root' if is_train else 'results_root': folder, 'log': folder,
                         'visualization': os.path.join(folder, 'visualization')})
     if is_train:
-        opt['path'].update(models=os.path.join(folder, 'models'), training_states=os.path.join(folder,
-                                                                                              'training_states'))
+        opt['path'].update({key: os.path.join(folder, key) for key in ('models', 'training_states')})
         if 'debug' in opt['name']:
             if 'val' in opt:
                 opt['val']['val_freq'] = 8
@@ -215,15 +209,8 @@ def init_dist(launcher: str, params: dict, num_gpu: Any = 'auto') -> None:
 
 
 def patch_basicsr() -> Any:
-    """Make basicsr 1.4.2's train/test pipelines work on today's stack: CPU resume, gloo/torchrun, ``--local-rank``.
-
-    ``hat/train.py`` and ``hat/test.py`` do this for their run only. Scripts that call
-    ``basicsr.train.train_pipeline`` themselves call it first, for the rest of the process::
-
-        hat.training.basicsr_compat.patch_basicsr()
-
-    or for one block: ``with hat.training.basicsr_compat.patch_basicsr(): train_pipeline(root)``.
-    """
+    """Make basicsr 1.4.2's train/test pipelines work on today's stack (CPU resume, gloo/torchrun, ``--local-rank``)
+    for scripts that call them themselves: for the rest of the process, or for a ``with`` block."""
     from hat.training.basicsr_patches import Run, basicsr_substitutions
 
     return basicsr_substitutions(Run())

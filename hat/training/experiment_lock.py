@@ -1,17 +1,9 @@
 """One run per experiment: a lock on ``experiments/<name>`` (training) or ``results/<name>`` (testing).
 
-BasicSR moves an existing experiment folder aside (``<name>_archived_<time>``) when a run
-starts, even while another run is still writing into it. ``hat/train.py`` and
-``hat/test.py`` therefore take ``<root>/experiments/.locks/<name>.lock`` (or
-``results/.locks/``) after the option checks and before BasicSR touches the folder. The
-lock lives beside the experiment folders, not inside: taking it must not create the folder
-BasicSR is about to archive, and a refused start creates nothing.
-
-The file names its owner (pid, host, start time, command) for the message a second run
-gets. Mutual exclusion itself is the kernel's ``flock`` on that file, which is released
-when the owner exits in any way, so a lock file left by a dead process is recognised as
-stale and taken over. The descriptor is closed in forked children (DataLoader workers), so a
-killed run's lock is free at once even while its workers live on.
+BasicSR archives an existing experiment folder when a run starts, even while another run writes into it, so
+``hat/train.py`` and ``hat/test.py`` first take ``<root>/experiments/.locks/<name>.lock`` (beside the folder: a
+refused start creates nothing). Exclusion is the kernel's ``flock``, freed however the owner exits, so a dead
+owner's file is taken over; the file names its owner for the message a second run gets (docs/training.md).
 """
 from __future__ import annotations
 
@@ -61,18 +53,14 @@ def describe(owner: dict[str, Any]) -> str:
 
 
 def _read_owner(fd: int) -> dict[str, Any]:
-    os.lseek(fd, 0, os.SEEK_SET)
-    data = b''
-    while chunk := os.read(fd, 65536):
-        data += chunk
     try:
-        owner = json.loads(data.decode('utf-8'))
+        owner = json.loads(os.pread(fd, os.fstat(fd).st_size, 0).decode('utf-8'))
     except ValueError:
         return {}
     return owner if isinstance(owner, dict) else {}
 
 
-class ExperimentLock:
+class ExperimentLock(contextlib.AbstractContextManager):
     """An acquired lock; ``release()`` (or leaving a ``with`` block) removes the file and frees it."""
 
     def __init__(self, path: str, fd: Optional[int], created: tuple[str, ...] = ()) -> None:
@@ -94,9 +82,6 @@ class ExperimentLock:
             _HELD.discard(self._fd)
             os.close(self._fd)
             self._fd = None
-
-    def __enter__(self) -> ExperimentLock:
-        return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.release()
@@ -125,7 +110,6 @@ def acquire(path: str, what: str) -> ExperimentLock:
                 print(f'[hat] warning: cannot lock {path} ({error.strerror}); this file system does not guard '
                       f'{what} against a second run of the same name', file=sys.stderr)
                 return ExperimentLock(path, None)
-            owner = {}
             for _ in range(20):  # the owner may be between taking the lock and writing its name
                 owner = _read_owner(fd)
                 if owner:

@@ -1,11 +1,7 @@
 """Which training state a run resumes from, said out loud, never silently further back in time.
 
-BasicSR's ``--auto_resume`` takes the newest ``training_states/<iter>.state``. Ours takes the newest
-one that loads (``weights_only=True``, onto the CPU) and whose network files load too; any newer
-state it passes over is named on the terminal and in the training log with its reason and the
-iterations that are lost. When states exist and none loads, the run is refused: it neither
-restarts from iteration 0 nor lets BasicSR archive the experiment. Pre-flight checks the files
-the resume will load (:func:`check_resume`), before anything is written.
+``--auto_resume`` takes the newest state that loads (``weights_only=True``, onto the CPU) with its network
+files, naming any newer state it passes over; when none loads the run is refused (docs/training.md).
 """
 from __future__ import annotations
 
@@ -93,8 +89,8 @@ def plan_resume(opt: dict) -> ResumePlan:
     when the experiment has no state yet), else ``path: resume_state``; raises :class:`ResumeError`."""
     states_dir = opt['path'].get('training_states')
     names = os.listdir(states_dir) if opt.get('auto_resume') and states_dir and os.path.isdir(states_dir) else []
-    paths = [os.path.join(states_dir, n) for n in sorted((n for n in names if re.fullmatch(r'\d+\.state', n)),
-                                                          key=lambda n: -int(n[:-len('.state')]))]
+    paths = sorted((os.path.join(states_dir, n) for n in names if re.fullmatch(r'\d+\.state', n)),
+                   key=_iteration, reverse=True)
     skipped = []
     for path in paths:
         plan, why = _try_state(opt, path)
