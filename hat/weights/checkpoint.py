@@ -298,15 +298,6 @@ def network_files(models_dir: PathLike, label: str, iteration: Union[int, str]) 
                            if pattern.fullmatch(n))
 
 
-def readable(path: PathLike) -> bool:
-    """Whether ``path`` reads as a weights file (used to skip files a crash left broken)."""
-    try:
-        read_checkpoint(path)
-    except (CheckpointError, OSError):
-        return False
-    return True
-
-
 def network_format(opt: Mapping[str, Any]) -> str:
     """The format training writes networks in: ``path: {network_format: pth|safetensors}`` (default pth)."""
     fmt = (opt.get('path') or {}).get('network_format') or 'pth'
