@@ -277,25 +277,16 @@ def network_file_name(label: str, iteration: Union[int, str], param_key: str = '
     return f'{label}_{kind}_{iteration}.{fmt}' if kind else f'{label}_{iteration}.{fmt}'
 
 
-def find_network_file(models_dir: PathLike, label: str, iteration: Union[int, str]) -> Optional[str]:
-    """The file BasicSR's resume loads network ``label`` from (``net_<label>_<iter>.pth`` or
-    ``.safetensors``, whichever exists), or None."""
-    for suffix in FORMATS.values():
-        path = os.path.join(os.fspath(models_dir), f'net_{label}_{iteration}{suffix}')
-        if os.path.isfile(path):
-            return path
-    return None
-
-
 def network_files(models_dir: PathLike, label: str, iteration: Union[int, str]) -> list[str]:
-    """Every file of network ``label`` at ``iteration``: the one resume loads, and for safetensors the
-    files of its other param keys (``net_g_ema_<iter>.safetensors``); empty when there is none."""
-    main = find_network_file(models_dir, label, iteration)
+    """Every file of network ``label`` at ``iteration``: the one resume loads (``net_<label>_<iter>.pth`` or
+    ``.safetensors``), and for safetensors those of its other param keys; empty when there is none."""
+    folder = os.fspath(models_dir)
+    candidates = (os.path.join(folder, f'net_{label}_{iteration}{suffix}') for suffix in FORMATS.values())
+    main = next((path for path in candidates if os.path.isfile(path)), None)
     if main is None or not main.endswith(FORMATS['safetensors']):
         return [main] if main else []
     pattern = re.compile(rf'net_{re.escape(label)}_[a-z]+_{iteration}\.safetensors')
-    return [main] + sorted(os.path.join(os.fspath(models_dir), n) for n in os.listdir(models_dir)
-                           if pattern.fullmatch(n))
+    return [main] + sorted(os.path.join(folder, n) for n in os.listdir(folder) if pattern.fullmatch(n))
 
 
 def network_format(opt: Mapping[str, Any]) -> str:
