@@ -418,14 +418,10 @@ def load_weights(model: HAT, state_dict: Mapping[str, torch.Tensor]) -> HAT:
                               f'e.g. {missing[:8]}')
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
                   for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    if mismatched or missing or unexpected:
-        details = []
-        if mismatched:
-            details.append(f'{len(mismatched)} shapes differ, e.g. {mismatched[:5]}')
-        if missing:
-            details.append(f'missing keys {missing[:8]}')
-        if unexpected:
-            details.append(f'unexpected keys {unexpected[:8]}')
+    details = [text for text, keys in ((f'{len(mismatched)} shapes differ, e.g. {mismatched[:5]}', mismatched),
+                                       (f'missing keys {missing[:8]}', missing),
+                                       (f'unexpected keys {unexpected[:8]}', unexpected)) if keys]
+    if details:
         raise CheckpointError('checkpoint is another HAT variant than the model: ' + '; '.join(details)
                               + '. Build the model from the checkpoint (hat.load_hat) or fix network_g.')
     model.load_state_dict(state_dict, strict=True)
