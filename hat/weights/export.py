@@ -1,12 +1,9 @@
 """Export a HAT checkpoint to ONNX with dynamic batch, height and width: ``python -m hat.weights.export``.
 
-The exported graph does what ``HAT.forward`` does: reflect-pads the input to a multiple of
-the window, runs the network and crops. It is traced with ``torch.export`` (the dynamo
-exporter, opset 17 or newer), so window counts and padding stay symbolic. Inputs need at
-least two windows per side (32 pixels for the published window of 16); tile larger images.
-After writing, the model is run with onnxruntime, when installed, on a few input sizes and
-compared with PyTorch (max abs difference <= 1e-4). Needs ``pip install onnx onnxscript``
-(and ``onnxruntime`` for the check).
+Like ``HAT.forward`` the graph reflect-pads to a multiple of the window, runs the network and crops; traced
+with ``torch.export`` (opset 17 or newer), window counts and padding stay symbolic. Inputs need two windows
+per side (32 pixels for the published window of 16). When onnxruntime is installed the written model is
+compared with PyTorch (max abs difference <= 1e-4). Needs ``pip install onnx onnxscript``.
 
     python -m hat.weights.export --weights HAT_SRx4.pth --output hat_x4.onnx
 """
