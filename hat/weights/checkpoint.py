@@ -20,10 +20,9 @@ import torch
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
 from hat.problems import Problem, ProblemsError
-from hat.weights.atomic_io import atomic_torch_save, atomic_write_bytes
+from hat.weights.atomic_io import PathLike, atomic_torch_save, atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
-PathLike = Union[str, os.PathLike]
 
 #: Keys every HAT checkpoint has; their absence means "not a HAT checkpoint".
 REQUIRED_KEYS = (
