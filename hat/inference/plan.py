@@ -163,9 +163,8 @@ def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
 
 
 def memory_budget(device: torch.device) -> int:
-    """Bytes a tile may plan to use on ``device``: a fraction of the free GPU memory (this process's
-    cached blocks included), or of what the host, its container (cgroup) and the process's ulimits
-    still allow (``hat.inference.available_memory``)."""
+    """Bytes a tile may plan to use on ``device``: a fraction of the free GPU memory (this process's cached
+    blocks included), or of what the host, its cgroup and ulimits still allow (``host_available_memory``)."""
     if device.type == 'cuda':
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int((torch.cuda.mem_get_info(device)[0] + cached) * GPU_BUDGET_FRACTION)
