@@ -1,8 +1,7 @@
 """What every validator of an option file reports: a :class:`Problem` (the key it concerns, what is wrong and the fix).
 
-Validators that also guard run time (training switches, the network format, the bad-image
-policy) raise :class:`ProblemsError`, a ``ValueError`` whose ``problems`` the pre-flight check
-collects as they are, so no message is ever parsed back into its key.
+Run-time validators (training switches, network format, bad-image policy) raise :class:`ProblemsError`;
+pre-flight collects its ``problems`` as they are, never parsing a message back into its key.
 """
 from __future__ import annotations
 

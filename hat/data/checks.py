@@ -1,9 +1,7 @@
 """Checks of an option file's datasets, run before BasicSR creates the experiment folder.
 
-BasicSR fails on bad data with bare asserts deep inside a data-loader worker, or only at
-the first validation, after it has already archived the previous experiment folder. These
-checks fail first, naming the dataset, the problem and the fix; every dataset is checked, and each
-problem is a ``datasets`` :class:`~hat.problems.Problem` whose text starts with the dataset's label.
+BasicSR fails on bad data with bare asserts deep in a data-loader worker, or at the first validation after
+archiving the previous experiment; these name the dataset, the problem and the fix, as ``datasets`` problems.
 """
 from __future__ import annotations
 

@@ -7,12 +7,8 @@
       use_amp: false     # mixed precision: autocast forward, float32 weights and losses
       amp_dtype: bf16    # bf16 or fp16 (fp16 also scales the loss with a GradScaler)
 
-One iteration of ``hat/train.py`` is one optimizer step: with ``accum_iter: N`` each loaded batch
-(``batch_size_per_gpu`` images) is split into N micro-batches that run forward and backward one
-after the other, and their gradients add up to those of the whole batch (each micro-batch loss is
-weighted by its share of the batch). ``total_iter``, the scheduler, warm-up, EMA, logs, checkpoints
-and validation all count optimizer steps, so a recipe keeps its schedule, and a run killed during
-accumulation resumes from a checkpoint that lies between two steps.
+One iteration of ``hat/train.py`` is one optimizer step: ``accum_iter: N`` splits each loaded batch
+into N micro-batches whose weighted gradients add up to the whole batch's (docs/training.md).
 """
 from __future__ import annotations
 
@@ -24,15 +20,6 @@ import torch
 
 from hat.inference.precision import parse_precision
 from hat.problems import Problem, ProblemsError
-
-
-def _amp_dtype(value) -> Optional[torch.dtype]:
-    """The autocast dtype named by ``train: amp_dtype`` (hat.inference.precision names), None if it is not bf16/fp16."""
-    try:
-        dtype = parse_precision(value)
-    except ValueError:
-        return None
-    return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
 @dataclass(frozen=True)
@@ -64,8 +51,11 @@ class TrainSwitches:
         use_amp = train_opt.get('use_amp', False)
         if not isinstance(use_amp, bool):
             refuse(f'use_amp must be true or false, got {use_amp!r}')
-        amp_dtype = _amp_dtype(train_opt.get('amp_dtype', 'bf16'))
-        if amp_dtype is None:
+        try:
+            amp_dtype: Optional[torch.dtype] = parse_precision(train_opt.get('amp_dtype', 'bf16'))
+        except ValueError:
+            amp_dtype = None
+        if amp_dtype not in (torch.bfloat16, torch.float16):  # autocast takes only these
             refuse(f'amp_dtype {train_opt["amp_dtype"]!r} is not supported: use bf16 or fp16')
         accum_iter = train_opt.get('accum_iter', 1)
         train_set = opt['datasets'].get('train') if isinstance(opt.get('datasets'), dict) else None
@@ -90,11 +80,8 @@ class TrainSwitches:
         return self.use_amp and self.amp_dtype == torch.float16
 
     def ema_decay_at(self, ema_decay: float, step: int) -> float:
-        """The EMA decay for optimizer step ``step``: ``ema_decay``, or lower early on when ``ema_power`` is set.
-
-        With ``ema_power`` p the EMA starts by tracking the network (decay 0 at step 0) and reaches
-        ``ema_decay`` after ``(1 - ema_decay) ** (-1 / p)`` steps (10,000 for 0.999 and p = 3/4).
-        """
+        """The EMA decay for optimizer step ``step``: ``ema_decay``, or lower early on when ``ema_power`` p is set
+        (0 at step 0, where the EMA tracks the network; ``ema_decay`` after ``(1 - ema_decay) ** (-1 / p)`` steps)."""
         if self.ema_power is None:
             return ema_decay
         return min(ema_decay, 1.0 - (1.0 + step) ** -self.ema_power)
@@ -102,8 +89,7 @@ class TrainSwitches:
     def micro_batches(self, *tensors: torch.Tensor) -> Iterator[tuple[float, tuple[torch.Tensor, ...]]]:
         """``(weight, chunks)`` for each of the ``accum_iter`` micro-batches; weights: shares of the batch (sum 1)."""
         size = tensors[0].shape[0]
-        splits = [torch.tensor_split(t, self.accum_iter) for t in tensors]
-        for chunks in zip(*splits):
+        for chunks in zip(*(torch.tensor_split(t, self.accum_iter) for t in tensors)):
             if chunks[0].shape[0]:
                 yield chunks[0].shape[0] / size, chunks
 

@@ -17,9 +17,6 @@ from hat.problems import Problem
 SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
               'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}
 
-#: BasicSR's storage back-ends (``basicsr.utils.FileClient``).
-IO_BACKENDS = ('disk', 'lmdb', 'memcached')
-
 #: Keys whose values are text even when they look like numbers (names, paths, templates).
 TEXT_KEYS = re.compile(r'name|root|path|file|type|tmpl|suffix|pretrain|resume|project|param_key|backend|mode')
 
@@ -73,7 +70,7 @@ RULES = (
     Rule('datasets.*.type', 'class', what='dataset', required=True),
     Rule('datasets.*.name', 'text', required=True, fix='add `name: <dataset name>` (used in logs and result folders)'),
     Rule('datasets.*.io_backend', 'section', required=True, fix='add `io_backend: {type: disk}`'),
-    Rule('datasets.*.io_backend.type', 'choice', choices=IO_BACKENDS, required=True,
+    Rule('datasets.*.io_backend.type', 'choice', choices=('disk', 'lmdb', 'memcached'), required=True,
          fix='write `type: disk` (folders) or `type: lmdb`'),
     Rule('datasets.train.batch_size_per_gpu', 'count', low=1, required=True, fix='write a whole number such as 4'),
     Rule('datasets.train.num_worker_per_gpu', 'count', low=0),
@@ -198,9 +195,8 @@ def verdict(rule: Rule, value: Any, required: bool) -> Optional[str]:
             return None
         known = sorted(k for k, _ in registry(rule.what) if not k.endswith('_basicsr'))  # a Registry iterates items
         return f'{value!r} is not a known {rule.what}; use one of {known}'
-    if (rule.kind in ('section', 'count', 'int', 'number') and number_text(value)) or value in rule.also:
-        return None
-    if _fits(rule, value):
+    if value in rule.also or _fits(rule, value) or (
+            rule.kind in ('section', 'count', 'int', 'number') and number_text(value)):
         return None
     expected = rule.expected or 'is not ' + {
         'section': 'a section of options', 'bool': 'true or false', 'choice': f'one of {list(rule.choices)}',

@@ -1,12 +1,8 @@
 """Pre-flight validation of an option file, before BasicSR creates, archives or writes anything.
 
-BasicSR reads most options only when it needs them: a mistake (``lr: 2e-4``, which YAML reads
-as a string, ``num_gpu: 1`` without a GPU, weights of another variant) stops a run after it
-has moved the previous experiment folder aside and created a new one. ``hat/train.py`` and
-``hat/test.py`` run :func:`check` between parsing the options and BasicSR's first write; it
-reports every problem it finds, one line each naming the key, the value and the fix: the
-table of :mod:`hat.training.option_rules`, then the domain checks below (devices, networks that
-must build, weights that must fit, optimizer and scheduler, training switches, the datasets).
+BasicSR reads most options only when it needs them, so a mistake (``lr: 2e-4``, ``num_gpu: 1`` without a GPU)
+would stop a run after it has moved the previous experiment folder aside. :func:`check` reports every problem
+first, one line each: the table of :mod:`hat.training.option_rules`, then the domain checks below.
 """
 from __future__ import annotations
 
@@ -254,11 +250,8 @@ def read_option_file(path: str) -> Any:
 
 
 def fill_defaults(opt: dict, is_train: bool) -> None:
-    """Fill what BasicSR reads without a default: ``val`` for testing (save the images) and ``val.suffix``.
-
-    The original release's ``HAT_GAN_Real_SRx4.yml`` has no ``val`` section, which
-    ``basicsr.test`` indexes; a training ``val`` without ``suffix`` fails at the first saved image.
-    """
+    """Fill what BasicSR indexes without a default: ``val`` for testing (the original ``HAT_GAN_Real_SRx4.yml``
+    has none) and ``val.suffix`` (without it the first saved validation image fails)."""
     if not is_train and 'val' not in opt:
         opt['val'] = {'save_img': True}
     if isinstance(opt.get('val'), dict):
@@ -280,6 +273,6 @@ def check(opt: dict, is_train: bool, source: str) -> None:
         raise OptionError(source, problems)
 
 
-def debug_requested(argv: Optional[list[str]] = None) -> bool:
+def debug_requested() -> bool:
     """Whether the command line has BasicSR's ``--debug`` (which also shows tracebacks of refused runs)."""
-    return '--debug' in (sys.argv if argv is None else argv)
+    return '--debug' in sys.argv
