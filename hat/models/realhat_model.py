@@ -45,8 +45,10 @@ class RealDegradationOnDevice:
     #: Option keys besides ``DEGRADATION_KEYS`` that the concrete model reads during synthesis.
     usm_keys: tuple[str, ...] = ()
 
-    def _setup_degradation(self, opt: dict) -> None:
-        """Build the JPEG simulator and USM sharpener on the model's device."""
+    def __init__(self, opt: dict):
+        """Check the degradation options, then build as HATModel and put the JPEG and USM tools on ``self.device``."""
+        self.check_degradation_options(opt)
+        HATModel.__init__(self, opt)  # skips only basicsr's Real-ESRGAN __init__, which calls .cuda()
         self.jpeger = ContiguousDiffJPEG(differentiable=False).to(self.device)
         self.usm_sharpener = USMSharp().to(self.device)
         self.queue_size = opt.get('queue_size', 180)
@@ -93,22 +95,12 @@ class RealHATMSEModel(RealDegradationOnDevice, RealESRNetModel, HATModel):
 
     usm_keys = ('gt_usm',)
 
-    def __init__(self, opt: dict):
-        self.check_degradation_options(opt)
-        super(RealESRNetModel, self).__init__(opt)  # skips only RealESRNetModel.__init__, which calls .cuda()
-        self._setup_degradation(opt)
-
 
 @MODEL_REGISTRY.register()
 class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
     """Real-HAT stage 2: L1 + perceptual + GAN fine-tuning with a discriminator (basicsr's ``RealESRGANModel``)."""
 
     usm_keys = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
-
-    def __init__(self, opt: dict):
-        self.check_degradation_options(opt)
-        super(RealESRGANModel, self).__init__(opt)  # skips only RealESRGANModel.__init__, which calls .cuda()
-        self._setup_degradation(opt)
 
     def init_training_settings(self) -> None:
         self.setup_train_switches()  # SRGANModel's init_training_settings does not reach HATModel's
@@ -121,8 +113,7 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
         weights are frozen meanwhile) and the discriminator on the real and the generated images; both
         optimizers step once all micro-batches have added their gradients.
         """
-        targets = [self.gt if self.opt[key] is False else self.gt_usm for key in ('l1_gt_usm', 'percep_gt_usm',
-                                                                                   'gan_gt_usm')]
+        targets = [self.gt if self.opt[key] is False else self.gt_usm for key in self.usm_keys]
         train_g = current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters
         self.optimizer_g.zero_grad(set_to_none=True)
         self.optimizer_d.zero_grad(set_to_none=True)
@@ -166,8 +157,7 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
                 pixel_weight = get_refined_artifact_map(gt, output, output_ema.float(), 7)
                 losses['l_g_ldl'] = self.cri_ldl(pixel_weight * output, pixel_weight * gt)
             if self.cri_perceptual:
-                l_percep, l_style = self.cri_perceptual(output, percep_gt)
-                for name, value in (('l_g_percep', l_percep), ('l_g_style', l_style)):
+                for name, value in zip(('l_g_percep', 'l_g_style'), self.cri_perceptual(output, percep_gt)):
                     if value is not None:
                         losses[name] = value
             with self.autocast():
