@@ -1,13 +1,10 @@
 """Real-HAT: HAT trained on Real-ESRGAN's synthetic real-world degradations, as an L1 model and a GAN.
 
-basicsr 1.4.2 ships the Real-ESRGAN pipeline (``RealESRNetModel``, ``RealESRGANModel``): second-order
-degradations (blur, resize, noise, JPEG, sinc) synthesized per batch on the fly, a training-pair pool
-(queue) that mixes degradations across batches, and USM sharpening of the ground truth. We subclass
-it and fix what it gets wrong for us: it moves its JPEG/USM modules and the pool to the GPU with
-``.cuda()``, so here they live on the model's device (CPU or GPU); and on today's PyTorch its
-``DiffJPEG`` returns channels-last tensors that its own ``filter2D`` cannot ``.view``, so ours returns
-contiguous ones. Validation and testing use ``HATModel``'s inference (any image size, optional tiles),
-and both models train with its switches (AMP, accumulation, clipping, EMA warm-up: hat.models.train_switches).
+We subclass basicsr 1.4.2's ``RealESRNetModel`` and ``RealESRGANModel`` (second-order degradations synthesized
+per batch, a training-pair pool, USM-sharpened ground truth) and fix what they get wrong for us: their JPEG/USM
+modules and pool live on the model's device instead of ``.cuda()``, and ``DiffJPEG``'s channels-last output is
+made contiguous for basicsr's ``filter2D`` to ``.view``. Validation, testing and the training switches (AMP,
+accumulation, clipping, EMA warm-up: hat.models.train_switches) are ``HATModel``'s.
 """
 from __future__ import annotations
 
@@ -107,12 +104,8 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
         super().init_training_settings()
 
     def optimize_parameters(self, current_iter: int) -> None:
-        """RealESRGANModel's generator and discriminator steps, with AMP, accumulation, clipping and EMA warm-up.
-
-        Each micro-batch runs the generator (its losses against the discriminator of this step, whose
-        weights are frozen meanwhile) and the discriminator on the real and the generated images; both
-        optimizers step once all micro-batches have added their gradients.
-        """
+        """RealESRGANModel's generator and discriminator steps with the training switches: each micro-batch runs
+        the generator (the discriminator frozen) then the discriminator; both optimizers step after the last."""
         targets = [self.gt if self.opt[key] is False else self.gt_usm for key in self.usm_keys]
         train_g = current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters
         self.optimizer_g.zero_grad(set_to_none=True)
@@ -140,8 +133,7 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
 
     def _generator_pass(self, lq, gt, l1_gt, percep_gt, weight: float, train_g: bool):
         """Generate a micro-batch and, on generator steps, back-propagate its losses; returns the detached output."""
-        for p in self.net_d.parameters():
-            p.requires_grad = False
+        self.net_d.requires_grad_(False)
         losses = OrderedDict()
         with torch.set_grad_enabled(train_g):
             with self.autocast():
@@ -168,8 +160,7 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
 
     def _discriminator_pass(self, output: torch.Tensor, gan_gt: torch.Tensor, weight: float):
         """Back-propagate the discriminator's losses on a real and a generated micro-batch."""
-        for p in self.net_d.parameters():
-            p.requires_grad = True
+        self.net_d.requires_grad_(True)
         losses = OrderedDict()
         for name, images, real in (('real', gan_gt, True), ('fake', output, False)):
             with self.autocast():
