@@ -1,11 +1,9 @@
 """HATModel: BasicSR's SRModel with hat-upscale's inference engine and safe checkpoints.
 
-Over SRModel it adds: validation and testing through ``hat.inference.engine`` (any image size,
-planned or ``tile: {tile_size, tile_pad}`` tiles, out-of-memory halving); distributed training on
-CPU (gloo); networks and training states written atomically (temp file, fsync, rename), so a run
-killed at any moment never leaves a truncated checkpoint, as .pth or, with ``path: {network_format:
-safetensors}``, .safetensors; and weights (.pth or .safetensors) read with ``weights_only=True``,
-with clear errors for a missing file or one that holds another variant.
+Validation and testing run through ``hat.inference.engine`` (any image size, planned or ``tile:`` tiles,
+out-of-memory halving); distributed training works on CPU (gloo); networks and training states are written
+atomically, as .pth or (``path: {network_format: safetensors}``) .safetensors, so a killed run never leaves a
+truncated checkpoint; weights are read with ``weights_only=True`` and clear errors for a missing or wrong file.
 """
 from __future__ import annotations
 
