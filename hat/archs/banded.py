@@ -2,10 +2,8 @@
 ``HAT.forward_padded`` with at most three full-size ``embed_dim``-wide maps alive whatever the image size.
 
 Chosen explicitly: ``model.set_banded(band_tokens)``, ``hat.load_hat(..., band_tokens=...)`` or
-``with banded_inference(model):`` (the inference engine of ``hat-upscale``, ``hat.Upscaler`` and
-validation does it); inference only (eval mode, no autograd). Body blocks run in bands of
-whole window rows, each writing its output once and adding into it in place; the reconstruction head
-runs in bands of rows into one preallocated output. docs/architecture.md explains the halos.
+``with banded_inference(model):`` (as the inference engine does); eval mode without autograd only.
+docs/architecture.md explains the halos.
 """
 from __future__ import annotations
 

@@ -22,10 +22,9 @@ def kernel_head_dim(head_dim: int, fused: bool) -> int:
 def padded_projection(
     linear: nn.Linear, parts: int, heads: int, kernel_d: int
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Weight and bias of ``linear`` (output ``parts x heads x head_dim``) with each head zero-padded
-    to ``kernel_d`` outputs: the projection then writes the kernel's head layout directly (CUDA's
-    memory-efficient kernel needs a multiple of 8; HAT's heads have 30), and its width becomes a
-    multiple of 8, which GEMMs run faster."""
+    """Weight and bias of ``linear`` (output ``parts x heads x head_dim``) with each head zero-padded to
+    ``kernel_d`` outputs, so the projection writes the kernel's head layout (CUDA's memory-efficient kernel
+    needs a multiple of 8; HAT's heads have 30) and GEMMs get a faster multiple-of-8 width."""
     weight, bias = linear.weight, linear.bias
     d = weight.shape[0] // (parts * heads)
     if kernel_d == d:
@@ -35,13 +34,6 @@ def padded_projection(
     if bias is not None:
         bias = F.pad(bias.view(parts, heads, d), (0, kernel_d - d)).view(-1)  # (parts * heads * kernel_d,)
     return weight, bias
-
-
-def takes_bf16_gemms(q: torch.Tensor, dropout_p: float) -> bool:
-    """Whether :func:`scaled_dot_product` runs :func:`attend_bf16_cpu`: bfloat16 on CPU without
-    autograd, dropout or compilation (the CPU flash kernel gains nothing over float32 there)."""
-    return (q.dtype == torch.bfloat16 and q.device.type == 'cpu' and not q.requires_grad and not dropout_p
-            and not torch.compiler.is_compiling())
 
 
 def attend_bf16_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
@@ -59,9 +51,11 @@ def attend_bf16_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: tor
 
 def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
                        dropout_p: float) -> torch.Tensor:
-    """``F.scaled_dot_product_attention`` on 4-D ``(windows, heads, tokens, d)`` tensors (its fast
-    CPU and CUDA kernels need 4-D), or :func:`attend_bf16_cpu` where :func:`takes_bf16_gemms`."""
-    if takes_bf16_gemms(q, dropout_p):
+    """``F.scaled_dot_product_attention`` on 4-D ``(windows, heads, tokens, d)`` tensors (its fast kernels need
+    4-D), or :func:`attend_bf16_cpu` for bfloat16 on CPU without autograd, dropout or compilation (the CPU
+    flash kernel gains nothing over float32 there)."""
+    if (q.dtype == torch.bfloat16 and q.device.type == 'cpu' and not q.requires_grad and not dropout_p
+            and not torch.compiler.is_compiling()):
         return attend_bf16_cpu(q, k, v, bias, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
 

@@ -19,13 +19,9 @@ TTA_TRANSFORMS = [(t, fh, fw) for t in (False, True) for fh in (False, True) for
 
 
 class InferenceEngine:
-    """Runs ``model`` (in eval mode, on ``device``) on NCHW float tensors; ``dtype`` below float32 runs
-    under autocast. ``tile``, ``tile_pad``: see :class:`~hat.inference.plan.TilePlan`.
-
-    Where inference chooses HAT's memory-bounded banded mode: a HAT runs as a banded view sharing its
-    weights (``hat.archs.banded.banded_view``) in ``band_tokens``-pixel bands, so the caller's model
-    keeps its own mode (a network in training stays whole-image).
-    """
+    """Runs ``model`` (eval mode, on ``device``) on NCHW float tensors, under autocast below float32; ``tile``,
+    ``tile_pad``: see :class:`~hat.inference.plan.TilePlan`. Where inference chooses HAT's banded mode: a HAT
+    runs as a banded view sharing its weights (``banded_view``), so the caller's model keeps its own mode."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32,
                  tile: TileSpec = 'auto', tile_pad: int = 32, tta: bool = False, band_tokens: int = BAND_TOKENS):
@@ -40,11 +36,8 @@ class InferenceEngine:
         return passes * (len(TTA_TRANSFORMS) if self.tta else 1)
 
     def run(self, x: torch.Tensor, on_pass: Optional[Callable[[], None]] = None) -> torch.Tensor:
-        """``x`` ``(b, c, h, w)`` on any device -> float32 ``(b, c, h * scale, w * scale)`` on the host, unclipped.
-
-        The image and its result stay on the host, only tiles go to the device. ``on_pass`` is
-        called after every network pass (a tile, an ensemble transform), for progress bars.
-        """
+        """``x`` ``(b, c, h, w)`` -> float32 ``(b, c, h * scale, w * scale)`` on the host (only tiles go to the
+        device), unclipped; ``on_pass`` is called after every network pass (tile, ensemble transform)."""
         x = x.cpu()
         out = self._run_tiles(x, self.dtype, on_pass)
         if self.dtype != torch.float32 and not torch.isfinite(out).all():

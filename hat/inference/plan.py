@@ -1,17 +1,9 @@
 """Where tiles are planned: tile geometry, blended tiled inference, and the memory one HAT forward needs.
 
-**Geometry.** An image is cut into ``tile_size`` cores; each runs with up to ``tile_pad`` pixels of
-context on every side, whose edges are moved out to the window grid (so a tile sees the same
-attention windows as the whole image), and neighbouring outputs are blended with weights that fall
-linearly to zero across the context: no seam is left where tiles meet.
-
-**Memory.** :func:`forward_floats` turns the sizes the network reports (its memory layout, read in
-:func:`layout_of` only) into the peak floats of one forward: banded inference keeps a few
-full-size ``embed_dim``-wide maps plus one band's temporaries, then the head's output-sized maps plus
-one band of its ``upscale**2``-times wider ones; whole-image inference keeps every layer's maps at
-once. The coefficients were fitted to the tensor memory of fp32 CPU forwards (docs/benchmarks.md)
-and are checked against a measurement in tests/test_memory_budget.py; the budget fractions leave
-room for the allocator's slack on top.
+Tile context is moved out to the window grid (a tile sees the whole image's attention windows) and
+outputs are blended with weights falling linearly to zero across it, so no seam is left. The memory
+coefficients were fitted to fp32 CPU forwards and are checked in tests/test_memory_budget.py;
+docs/upscale.md ("Large images: tiles") explains the model.
 """
 from __future__ import annotations
 
@@ -60,8 +52,7 @@ class NotEnoughMemoryError(MemoryError):
 def is_out_of_memory(error: BaseException) -> bool:
     """True for CUDA and CPU allocation failures (``torch.OutOfMemoryError``, ``MemoryError``,
     the CPU allocator's ``RuntimeError``)."""
-    oom_type = getattr(torch, 'OutOfMemoryError', None) or getattr(torch.cuda, 'OutOfMemoryError', ())
-    if isinstance(error, MemoryError) or (oom_type and isinstance(error, oom_type)):
+    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
         return True
     message = str(error).lower()
     return isinstance(error, RuntimeError) and any(words in message for words in _OUT_OF_MEMORY_MESSAGES)
@@ -121,18 +112,10 @@ def _ramp(start: int, core_start: int, core_end: int, end: int, scale: int, devi
     return weight
 
 
-def tiled_forward(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    scale: int,
-    tile_size: int,
-    tile_pad: int = 32,
-    align: int = 1,
-) -> torch.Tensor:
-    """Apply ``fn`` (``(b, c, h, w) -> (b, c', h*scale, w*scale)``) to ``x`` tile by tile, blended.
-
-    Returns a float32 tensor on ``x``'s device; raises :class:`TileOutOfMemoryError` if a tile does not fit.
-    """
+def tiled_forward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, tile_size: int,
+                  tile_pad: int = 32, align: int = 1) -> torch.Tensor:
+    """Apply ``fn`` (``(b, c, h, w) -> (b, c', h*scale, w*scale)``) to ``x`` tile by tile, blended, as float32
+    on ``x``'s device; raises :class:`TileOutOfMemoryError` if a tile does not fit."""
     b, _, h, w = x.shape
     out: Optional[torch.Tensor] = None
     weight_sum = torch.zeros(h * scale, w * scale, device=x.device, dtype=torch.float32)
@@ -156,12 +139,6 @@ def tiled_forward(
 
 
 # ----------------------------------------------------------------------------- memory terms
-def layout_of(model: torch.nn.Module) -> MemoryLayout:
-    """The sizes that decide a forward's memory, its band size included, as the network reports them
-    (the one place they are read)."""
-    return memory_layout(model)
-
-
 def forward_floats(layout: MemoryLayout, h: int, w: int) -> float:
     """Peak floats of one inference forward (batch 1) on an ``h x w`` input, padded to the window here."""
     c, scale, ws = layout.embed_dim, layout.upscale, layout.window_size
@@ -178,21 +155,16 @@ def forward_floats(layout: MemoryLayout, h: int, w: int) -> float:
 
 
 def bytes_per_float(dtype: torch.dtype, device: torch.device) -> float:
-    """Average bytes per activation for a compute ``dtype`` on ``device``.
-
-    4 in fp32; 3 under fp16/bf16 autocast on CUDA (most activations in 16 bits, LayerNorm and
-    softmax outputs in 32: an estimate, out-of-memory still halves the tile); 6 under bf16
-    autocast on CPU, whose peak is about fp32's when banded and erratic when not (docs/benchmarks.md).
-    """
+    """Average bytes per activation for a compute ``dtype`` on ``device``: 4 in fp32, estimates under autocast
+    (3 on CUDA: LayerNorm and softmax outputs stay 32-bit; 6 for bf16 on CPU, whose peak is erratic unbanded)."""
     if dtype == torch.float32:
         return 4.0
     return 3.0 if device.type == 'cuda' else 6.0
 
 
 def memory_budget(device: torch.device) -> int:
-    """Bytes a tile may plan to use on ``device``: a fraction of the free GPU memory (this process's
-    cached blocks included), or of what the host, its container (cgroup) and the process's ulimits
-    still allow (``hat.inference.available_memory``)."""
+    """Bytes a tile may plan to use on ``device``: a fraction of the free GPU memory (this process's cached
+    blocks included), or of what the host, its cgroup and ulimits still allow (``host_available_memory``)."""
     if device.type == 'cuda':
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int((torch.cuda.mem_get_info(device)[0] + cached) * GPU_BUDGET_FRACTION)
@@ -201,13 +173,9 @@ def memory_budget(device: torch.device) -> int:
 
 # ----------------------------------------------------------------------------- the plan
 class TilePlan:
-    """How one network runs images on one device: the tile an image starts with, what a tile costs,
-    and the smaller tile after an out-of-memory error.
-
-    ``tile``: ``'auto'`` (the whole image when it fits the memory budget, else the largest tile that
-    does), a size in input pixels (at least one window), or None (the whole image, unplanned).
-    Images and blended results stay on the host; only tiles go to ``device``.
-    """
+    """How one network runs images on one device: the first tile, what a tile costs, the smaller tile after
+    out-of-memory. ``tile``: ``'auto'`` (the whole image if it fits the memory budget, else the largest tile
+    that does), a size in input pixels (at least one window), or None (the whole image, unplanned)."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32,
                  tile: TileSpec = 'auto', tile_pad: int = 32, tta: bool = False):
@@ -222,7 +190,7 @@ class TilePlan:
     def tile_bytes(self, h: int, w: int) -> float:
         """Estimated peak memory of one forward on an ``h x w`` tile (context included; with the x8
         ensemble's running sum and current output)."""
-        floats = forward_floats(layout_of(self.model), h, w)
+        floats = forward_floats(memory_layout(self.model), h, w)
         if self.tta:
             floats += 2 * (h + window_padding(h, self.window)) * (w + window_padding(w, self.window)) \
                 * self.in_chans * self.scale ** 2
@@ -248,10 +216,8 @@ class TilePlan:
         return tile
 
     def first_tile(self, h: int, w: int) -> Optional[int]:
-        """The tile an ``h x w`` image starts with (None: whole image in one pass).
-
-        Raises :class:`NotEnoughMemoryError` when even its result and the smallest tile exceed the budget.
-        """
+        """The tile an ``h x w`` image starts with (None: whole image in one pass); raises
+        :class:`NotEnoughMemoryError` when even its result and the smallest tile exceed the budget."""
         if self.tile is None:
             return None
         if self.tile != 'auto':

@@ -8,6 +8,7 @@ fsynced. A crash leaves either the old file or the new one, plus at worst a temp
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -26,13 +27,11 @@ class OutputExistsError(FileExistsError):
 
 def _umask_from_proc() -> Optional[int]:
     """The umask from the kernel's ``/proc/self/status`` (Linux 4.7+), or None where it is not there."""
-    try:
-        with open('/proc/self/status', encoding='ascii', errors='replace') as status:
-            for line in status:
-                if line.startswith('Umask:'):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
+    with contextlib.suppress(OSError, ValueError, IndexError), \
+            open('/proc/self/status', encoding='ascii', errors='replace') as status:
+        for line in status:
+            if line.startswith('Umask:'):
+                return int(line.split()[1], 8)
     return None
 
 
@@ -107,19 +106,15 @@ def remove_stale_temp_files(folder: PathLike, suffixes: Optional[Iterable[str]] 
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    suffixes = tuple(suffixes) if suffixes is not None else None
+    suffixes = ('',) if suffixes is None else tuple(suffixes)  # every name ends with ''
     removed = []
     for entry in folder.iterdir():
         match = TEMP_NAME.fullmatch(entry.name)
-        if not match or not entry.is_file():
+        if not match or not entry.is_file() or not match['final'].lower().endswith(suffixes):
             continue
-        if suffixes is not None and not match['final'].lower().endswith(suffixes):
-            continue
-        try:
+        with contextlib.suppress(FileNotFoundError):  # gone already
             entry.unlink()
-        except FileNotFoundError:
-            continue
-        removed.append(entry.name)
+            removed.append(entry.name)
     return removed
 
 
@@ -140,13 +135,9 @@ def _move_without_replacing(tmp_name: str, path: Path) -> None:
 
 def fsync_directory(folder: PathLike) -> None:
     """Persist a rename in ``folder`` (POSIX); a no-op where directories cannot be opened."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

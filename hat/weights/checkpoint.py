@@ -1,14 +1,8 @@
 """Reading and writing HAT weights: pick the network, infer the architecture, load strictly.
 
-Two file formats are read, recognised by their content rather than their name:
-- ``.pth`` (PyTorch): BasicSR's layout (``params_ema`` and/or ``params``, what the original
-  release and BasicSR write) or a bare ``state_dict`` (sometimes with DDP's ``module.``
-  prefix), always read with ``torch.load(..., weights_only=True)``, so a file cannot run code;
-- ``.safetensors``: one network's tensors (what model zoos, chaiNNer and ComfyUI share), with
-  the HAT config in its metadata when ``hat`` wrote it, so the variant needs no guessing.
-
-Files ``hat`` writes (``save_weights``, ``python -m hat.weights.convert``, training with
-``path: {network_format: safetensors}``) load in BasicSR, the original release and spandrel.
+Formats are recognised by content: ``.pth`` in BasicSR's layout (``params_ema``/``params``) or a bare
+state_dict, read with ``weights_only=True`` so a file cannot run code; ``.safetensors`` with the HAT
+config in its metadata when ``hat`` wrote it. What ``hat`` writes loads in BasicSR, the original and spandrel.
 """
 from __future__ import annotations
 
@@ -26,10 +20,9 @@ import torch
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
 from hat.problems import Problem, ProblemsError
-from hat.weights.atomic_io import atomic_torch_save, atomic_write_bytes
+from hat.weights.atomic_io import PathLike, atomic_torch_save, atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
-PathLike = Union[str, os.PathLike]
 
 #: Keys every HAT checkpoint has; their absence means "not a HAT checkpoint".
 REQUIRED_KEYS = (
@@ -101,15 +94,10 @@ def read_network(path: PathLike, param_key: Optional[str] = 'params') -> Checkpo
 
 
 def read_checkpoint(path: PathLike, param_key: Optional[str] = None) -> Checkpoint:
-    """Read one network and what the file records about it (see ``read_state_dict``).
-
-    In a training run that saves safetensors, each network is its own file
-    (``net_g_1000.safetensors`` holds ``params``, ``net_g_ema_1000.safetensors`` ``params_ema``);
-    asking one of them for another ``param_key`` reads the file of that name beside it.
-    """
+    """Read one network and what the file records about it (see ``read_state_dict``); asking a training
+    run's safetensors network file for another ``param_key`` reads that network's file beside it."""
     path = os.fspath(path)
-    fmt = _file_format(path)
-    if fmt == 'safetensors':
+    if _file_format(path) == 'safetensors':
         return _read_safetensors_network(path, param_key)
     return _read_pth(path, param_key)
 
@@ -123,8 +111,7 @@ def _file_format(path: str) -> str:
         raise CheckpointError(f'{path!r} is a folder, not a checkpoint file; {hint}')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path!r}; pass the path of a .pth or .safetensors file')
-    size = os.path.getsize(path)
-    if size == 0:
+    if os.path.getsize(path) == 0:
         raise CheckpointError(f'{path!r} is empty (0 bytes), not a checkpoint: a download or copy that did not '
                               'finish; fetch the file again')
     try:
@@ -175,14 +162,11 @@ def _read_pth(path: str, param_key: Optional[str]) -> Checkpoint:
                               f'of iteration {content["iter"]} is models/net_g_{content["iter"]}.pth')
     config = content.get(CONFIG_KEY) if isinstance(content.get(CONFIG_KEY), Mapping) else None
     keys = [param_key] if param_key else PARAM_KEYS
-    for key in keys:
-        if isinstance(content.get(key), Mapping):
-            content, found = content[key], key
-            break
-    else:
-        found = None
-        if param_key:
-            raise MissingNetworkError(f'{path!r} has no {param_key!r} entry; it has: {sorted(content)[:10]}')
+    found = next((key for key in keys if isinstance(content.get(key), Mapping)), None)
+    if found:
+        content = content[found]
+    elif param_key:
+        raise MissingNetworkError(f'{path!r} has no {param_key!r} entry; it has: {sorted(content)[:10]}')
     state_dict = {k.removeprefix('module.'): v for k, v in content.items() if isinstance(v, torch.Tensor)}
     if not state_dict:
         raise CheckpointError(f'{path!r} contains no tensors at the top level or under {list(PARAM_KEYS)}; '
@@ -292,34 +276,16 @@ def network_file_name(label: str, iteration: Union[int, str], param_key: str = '
     return f'{label}_{kind}_{iteration}.{fmt}' if kind else f'{label}_{iteration}.{fmt}'
 
 
-def find_network_file(models_dir: PathLike, label: str, iteration: Union[int, str]) -> Optional[str]:
-    """The file BasicSR's resume loads network ``label`` from (``net_<label>_<iter>.pth`` or
-    ``.safetensors``, whichever exists), or None."""
-    for suffix in FORMATS.values():
-        path = os.path.join(os.fspath(models_dir), f'net_{label}_{iteration}{suffix}')
-        if os.path.isfile(path):
-            return path
-    return None
-
-
 def network_files(models_dir: PathLike, label: str, iteration: Union[int, str]) -> list[str]:
-    """Every file of network ``label`` at ``iteration``: the one resume loads, and for safetensors the
-    files of its other param keys (``net_g_ema_<iter>.safetensors``); empty when there is none."""
-    main = find_network_file(models_dir, label, iteration)
+    """Every file of network ``label`` at ``iteration``: the one resume loads (``net_<label>_<iter>.pth`` or
+    ``.safetensors``), and for safetensors those of its other param keys; empty when there is none."""
+    folder = os.fspath(models_dir)
+    candidates = (os.path.join(folder, f'net_{label}_{iteration}{suffix}') for suffix in FORMATS.values())
+    main = next((path for path in candidates if os.path.isfile(path)), None)
     if main is None or not main.endswith(FORMATS['safetensors']):
         return [main] if main else []
     pattern = re.compile(rf'net_{re.escape(label)}_[a-z]+_{iteration}\.safetensors')
-    return [main] + sorted(os.path.join(os.fspath(models_dir), n) for n in os.listdir(models_dir)
-                           if pattern.fullmatch(n))
-
-
-def readable(path: PathLike) -> bool:
-    """Whether ``path`` reads as a weights file (used to skip files a crash left broken)."""
-    try:
-        read_checkpoint(path)
-    except (CheckpointError, OSError):
-        return False
-    return True
+    return [main] + sorted(os.path.join(folder, n) for n in os.listdir(folder) if pattern.fullmatch(n))
 
 
 def network_format(opt: Mapping[str, Any]) -> str:
@@ -332,12 +298,8 @@ def network_format(opt: Mapping[str, Any]) -> str:
 
 def save_weights(path: PathLike, state_dict: Mapping[str, torch.Tensor], config: Optional[Mapping[str, Any]] = None,
                  param_key: Optional[str] = None, overwrite: bool = True) -> None:
-    """Write one network atomically, in the format of ``path``'s suffix.
-
-    ``.safetensors``: the tensors, with ``config`` (JSON) and ``param_key`` as metadata.
-    Anything else: a ``.pth`` in BasicSR's layout ``{param_key or 'params': state_dict}``, plus
-    ``config`` under ``hat_config`` (BasicSR and the original release read only the params entry).
-    """
+    """Write one network atomically: ``.safetensors`` with ``config`` and ``param_key`` as metadata, else a
+    ``.pth`` in BasicSR's layout plus ``config`` under ``hat_config`` (which BasicSR and the original ignore)."""
     tensors = {k: v.detach().to('cpu').contiguous() for k, v in state_dict.items()}
     if os.fspath(path).lower().endswith(FORMATS['safetensors']):
         from safetensors.torch import save
@@ -371,11 +333,10 @@ def _square_side(count: int, what: str) -> int:
 
 def _ratio_for(total: int, part: int, what: str) -> int:
     """The integer ``r`` with ``total // r == part`` (the original's ``num_feat // ratio``)."""
-    if part >= 1 and total // (total // part) == part:
-        return total // part
-    for ratio in range(1, total + 1):
-        if total // ratio == part:
-            return ratio
+    # total // r falls as r grows, so if any r fits, the largest one, total // part, does.
+    ratio = total // part if part >= 1 else 0
+    if ratio and total // ratio == part:
+        return ratio
     raise CheckpointError(f'cannot infer {what}: {part} channels do not come from {total} by an integer ratio')
 
 
@@ -456,22 +417,18 @@ def load_weights(model: HAT, state_dict: Mapping[str, torch.Tensor]) -> HAT:
                               f'e.g. {missing[:8]}')
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
                   for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    if mismatched or missing or unexpected:
-        details = []
-        if mismatched:
-            details.append(f'{len(mismatched)} shapes differ, e.g. {mismatched[:5]}')
-        if missing:
-            details.append(f'missing keys {missing[:8]}')
-        if unexpected:
-            details.append(f'unexpected keys {unexpected[:8]}')
+    details = [text for text, keys in ((f'{len(mismatched)} shapes differ, e.g. {mismatched[:5]}', mismatched),
+                                       (f'missing keys {missing[:8]}', missing),
+                                       (f'unexpected keys {unexpected[:8]}', unexpected)) if keys]
+    if details:
         raise CheckpointError('checkpoint is another HAT variant than the model: ' + '; '.join(details)
                               + '. Build the model from the checkpoint (hat.load_hat) or fix network_g.')
     model.load_state_dict(state_dict, strict=True)
     return model
 
 
-def config_for(state_dict: Mapping[str, torch.Tensor], network_opt: Optional[Mapping[str, Any]] = None,
-               ) -> dict[str, Any]:
+def config_for(state_dict: Mapping[str, torch.Tensor],
+               network_opt: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """The HAT config to record with ``state_dict``: its inferred layout, with the values of an option
     file's ``network_g`` (``img_range``, ``conv_scale``, ...) where it gives them."""
     config = infer_config(state_dict)
@@ -504,19 +461,12 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def load_hat(
-    source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
-    device: Union[str, torch.device] = 'cpu',
-    param_key: Optional[str] = None,
-    band_tokens: Optional[int] = None,
-    **overrides: Any,
-) -> HAT:
-    """Build a HAT from a checkpoint path (.pth or .safetensors) or state_dict and load it strictly, in eval mode;
-    ``band_tokens`` (e.g. ``hat.archs.banded.BAND_TOKENS``) sets memory-bounded inference (``HAT.set_banded``).
+def load_hat(source: Union[PathLike, Mapping[str, torch.Tensor]], device: Union[str, torch.device] = 'cpu',
+             param_key: Optional[str] = None, band_tokens: Optional[int] = None, **overrides: Any) -> HAT:
+    """Build a HAT from a checkpoint path or state_dict and load it strictly, in eval mode; the config is the
+    recorded one, else inferred, with ``overrides`` (e.g. ``img_range=255.``) on top.
 
-    The HAT config comes from the file where ``hat`` recorded it, else from the weights' shapes.
-    ``overrides`` replace it, e.g. ``img_range=255.`` or ``conv_scale=...`` for checkpoints
-    trained with other values than the published ones.
+    ``band_tokens`` (e.g. ``hat.archs.banded.BAND_TOKENS``) sets memory-bounded inference (``HAT.set_banded``).
     """
     if isinstance(source, Mapping):
         state_dict, recorded, where = source, None, None

@@ -1,11 +1,8 @@
 """Turn a training checkpoint into inference weights: ``python -m hat.weights.convert IN OUT``.
 
-Keeps one network (``params_ema`` by default, else ``params``; ``--param-key`` to choose),
-optionally in half precision (``--dtype fp16|bf16``), and writes it by the suffix of ``OUT``:
-``.pth`` in BasicSR's layout (``{'params': ...}``, what the original release and BasicSR load
-strictly) or ``.safetensors`` (what model zoos, chaiNNer and ComfyUI share), both with the HAT
-config recorded so that ``hat.load_hat`` needs no guessing. The output is written atomically
-and never over an existing file without ``--overwrite``.
+Keeps one network (``params_ema`` by default, else ``params``), optionally in half precision, and writes
+it by OUT's suffix (``.pth`` in BasicSR's layout or ``.safetensors``) with the HAT config recorded so that
+``hat.load_hat`` needs no guessing; atomically, and never over an existing file without ``--overwrite``.
 
     python -m hat.weights.convert experiments/HAT_SRx4/models/net_g_250000.pth HAT_SRx4.safetensors --dtype fp16
 """

@@ -1,12 +1,9 @@
 """Export a HAT checkpoint to ONNX with dynamic batch, height and width: ``python -m hat.weights.export``.
 
-The exported graph does what ``HAT.forward`` does: reflect-pads the input to a multiple of
-the window, runs the network and crops. It is traced with ``torch.export`` (the dynamo
-exporter, opset 17 or newer), so window counts and padding stay symbolic. Inputs need at
-least two windows per side (32 pixels for the published window of 16); tile larger images.
-After writing, the model is run with onnxruntime, when installed, on a few input sizes and
-compared with PyTorch (max abs difference <= 1e-4). Needs ``pip install onnx onnxscript``
-(and ``onnxruntime`` for the check).
+Like ``HAT.forward`` the graph reflect-pads to a multiple of the window, runs the network and crops; traced
+with ``torch.export`` (opset 17 or newer), window counts and padding stay symbolic. Inputs need two windows
+per side (32 pixels for the published window of 16). When onnxruntime is installed the written model is
+compared with PyTorch (max abs difference <= 1e-4). Needs ``pip install onnx onnxscript``.
 
     python -m hat.weights.export --weights HAT_SRx4.pth --output hat_x4.onnx
 """
@@ -15,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -67,10 +63,7 @@ def export_onnx(net: HAT, output: Path, opset: int = DEFAULT_OPSET, overwrite: b
         program = torch.onnx.export(PaddedHAT(net).eval(), (example,), dynamo=True, opset_version=opset,
                                     input_names=['lr'], output_names=['sr'], dynamic_shapes={'lr': dims},
                                     verbose=False)
-    with tempfile.TemporaryDirectory(dir=output.parent if output.parent.exists() else None) as tmp:
-        staged = Path(tmp) / 'model.onnx'
-        program.save(staged, external_data=False)
-        write_bytes_atomic(output, staged.read_bytes(), overwrite=overwrite)
+    write_bytes_atomic(output, program.model_proto.SerializeToString(), overwrite=overwrite)
     return output
 
 
@@ -115,9 +108,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit status (0 done, 1 export or check failed, 2 bad arguments or files).
-
-    Errors are one line on stderr; ``--debug`` shows their traceback instead.
-    """
+    Errors are one line on stderr; ``--debug`` shows their traceback instead."""
     args = parse_args(argv)
     try:
         return run(args)
@@ -137,11 +128,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Export and check as ``args`` say; user mistakes raise ValueError or OSError."""
     if args.opset < MIN_OPSET:
-        print(f'error: --opset {args.opset} is too old; use {MIN_OPSET} or newer', file=sys.stderr)
-        return 2
+        raise ValueError(f'--opset {args.opset} is too old; use {MIN_OPSET} or newer')
     if args.output.exists() and not args.overwrite:
-        print(f'error: {args.output} already exists; pass --overwrite to replace it', file=sys.stderr)
-        return 2
+        raise FileExistsError(f'{args.output} already exists; pass --overwrite to replace it')
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError:
