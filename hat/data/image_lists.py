@@ -9,10 +9,8 @@ import os
 import struct
 from typing import Optional
 
-#: File endings read as images, lower case (compared case-insensitively: ImageNet's files end in .JPEG).
-#: Every one of them is decoded by OpenCV in every build of opencv-python (PNG, JPEG, BMP, TIFF,
-#: WebP and the Netpbm formats); formats that some builds lack (JPEG 2000, OpenEXR, AVIF) or that hold
-#: floating-point pixels (Radiance HDR) are left out.
+#: File endings read as images, lower case (compared case-insensitively: ImageNet's files end in .JPEG); only
+#: formats every opencv-python build decodes to 8/16-bit pixels (no JPEG 2000, OpenEXR, AVIF, Radiance HDR).
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jpe', '.bmp', '.dib', '.tif', '.tiff', '.webp',
                     '.ppm', '.pgm', '.pbm', '.pnm')
 
@@ -69,11 +67,8 @@ def read_lmdb_meta(lmdb_folder: str, what: str) -> dict[str, Optional[tuple[int,
 
 
 def header_size(path: str) -> tuple[int, int]:
-    """(height, width) from an image file's header, without decoding its pixels; OSError naming the file if it
-    has none. Any size is read: large photos are data in a training set, and their decoder (OpenCV) has its own
-    limit. Pillow's format readers are called directly, since ``Image.open`` would apply Pillow's process-wide
-    decompression-bomb limit (a header read decodes nothing, and changing the limit would change it for every
-    thread)."""
+    """(height, width) from an image file's header, without decoding; OSError naming the file if it has none.
+    Pillow's readers are called directly: ``Image.open`` would apply its process-wide decompression-bomb limit."""
     from PIL import Image
 
     Image.init()  # every format reader Pillow has, registered in Image.ID / Image.OPEN

@@ -1,13 +1,10 @@
 """Real-ESRGAN's training dataset with the image list the original HAT recipes give it.
 
-basicsr's ``RealESRGANDataset`` reads its list from ``meta_info`` and stops with a KeyError
-without one; the original HAT release's recipes name it ``meta_info_file`` (its own copy of the
-dataset then listed the folder). ``RealHATDataset`` takes either key, or lists the images
-directly in ``dataroot_gt`` (not its sub-folders, as the original did) when neither is given;
-with ``io_backend: {type: lmdb}`` it reads the LMDB's own meta_info.txt. Everything else
-(400x400 crop or pad, blur and sinc kernels) is basicsr's. ``hat/train.py`` builds it for
-option files that say ``type: RealESRGANDataset`` (see :mod:`hat.data.bad_images`); other
-programs that ``import hat`` keep basicsr's dataset under that name.
+basicsr's ``RealESRGANDataset`` stops with a KeyError without ``meta_info``; the original HAT recipes
+name it ``meta_info_file``. ``RealHATDataset`` takes either key, else lists ``dataroot_gt`` itself (not
+its sub-folders, as the original did); an LMDB lists its own meta_info.txt. The rest (crop, kernels) is
+basicsr's. ``hat/train.py`` builds it for ``type: RealESRGANDataset`` (see :mod:`hat.data.bad_images`);
+other programs that ``import hat`` keep basicsr's.
 """
 from __future__ import annotations
 

@@ -45,11 +45,8 @@ def check_vgg_weights(weights_path: str | None, random_init: bool) -> str | None
 
 
 def build_torchvision_vgg(vgg_type: str, weights_path: str | None) -> nn.Module:
-    """torchvision's ``vgg_type`` with ``features`` from ``weights_path`` (None: random init).
-
-    basicsr keeps only ``features``, so the classifier (about 120M parameters) is left unallocated on
-    the meta device: building costs neither its memory nor its initialisation time.
-    """
+    """torchvision's ``vgg_type`` with ``features`` from ``weights_path`` (None: random init); the classifier,
+    which basicsr drops, stays unallocated on the meta device."""
     with torch.device('meta'):
         net = getattr(torchvision_vgg, vgg_type)(weights=None, init_weights=False)
     net.features.to_empty(device='cpu')
@@ -62,8 +59,7 @@ def build_torchvision_vgg(vgg_type: str, weights_path: str | None) -> nn.Module:
         raise ValueError(f'cannot read VGG weights from {weights_path}: {err}') from None
     if not isinstance(state_dict, dict):
         raise ValueError(f'{weights_path} holds a {type(state_dict).__name__}, not a torchvision {vgg_type} state_dict')
-    prefix = 'features.'
-    features = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    features = {k.removeprefix('features.'): v for k, v in state_dict.items() if k.startswith('features.')}
     try:
         net.features.load_state_dict(features)
     except RuntimeError as err:

@@ -1,11 +1,9 @@
 """HATModel: BasicSR's SRModel with hat-upscale's inference engine and safe checkpoints.
 
-Over SRModel it adds: validation and testing through ``hat.inference.engine`` (any image size,
-planned or ``tile: {tile_size, tile_pad}`` tiles, out-of-memory halving); distributed training on
-CPU (gloo); networks and training states written atomically (temp file, fsync, rename), so a run
-killed at any moment never leaves a truncated checkpoint, as .pth or, with ``path: {network_format:
-safetensors}``, .safetensors; and weights (.pth or .safetensors) read with ``weights_only=True``,
-with clear errors for a missing file or one that holds another variant.
+Validation and testing run through ``hat.inference.engine`` (any image size, planned or ``tile:`` tiles,
+out-of-memory halving); distributed training works on CPU (gloo); networks and training states are written
+atomically, as .pth or (``path: {network_format: safetensors}``) .safetensors, so a killed run never leaves a
+truncated checkpoint; weights are read with ``weights_only=True`` and clear errors for a missing or wrong file.
 """
 from __future__ import annotations
 
@@ -32,21 +30,14 @@ def _cpu_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @MODEL_REGISTRY.register()
 class HATModel(PerImageValidation, TrainStepMixin, SRModel):
-    """SR model for HAT; validation and testing take any image size, and tiles if ``tile`` is set.
-
-    Validation and testing also write every image's metrics (hat.models.per_image_metrics).
-    Training switches (``train``: ``use_amp``, ``amp_dtype``, ``accum_iter``, ``grad_clip``, ``ema_power``) are
-    described in hat.models.train_switches.
-    """
+    """SR model for HAT: any image size in validation and testing, each image's metrics written
+    (hat.models.per_image_metrics), and the training switches of hat.models.train_switches."""
 
     def test(self):
-        """Super-resolve ``self.lq`` with the bare network (EMA if kept) through hat-upscale's engine:
-        ``tile: {tile_size, tile_pad}`` sets the first tile, else it is planned against free memory;
-        out-of-memory halves it. The output is float32 on the host.
+        """Super-resolve ``self.lq`` with hat-upscale's engine and the bare network (EMA if kept), float32 on the host.
 
-        Not through the DDP wrapper: BasicSR validates on rank 0 only, and a DDP forward broadcasts
-        buffers to all ranks, a collective the other ranks never join (gloo fails, NCCL hangs).
-        """
+        Not through DDP: BasicSR validates on rank 0 only, and a DDP forward broadcasts buffers to all ranks
+        (gloo fails, NCCL hangs)."""
         net = self.get_bare_model(self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g)
         was_training = net.training
         net.eval()
@@ -86,12 +77,8 @@ class HATModel(PerImageValidation, TrainStepMixin, SRModel):
 
     @master_only
     def save_network(self, net, net_label: str, current_iter: int, param_key='params') -> None:
-        """Write ``models/<label>_<iter>.pth`` (``latest`` for -1) atomically, in BasicSR's layout.
-
-        With ``path: {network_format: safetensors}`` each network is its own file, loadable by
-        spandrel and other safetensors tools: ``net_g_<iter>.safetensors`` (params) and
-        ``net_g_ema_<iter>.safetensors`` (params_ema), with the HAT config as metadata.
-        """
+        """Write ``models/<label>_<iter>.pth`` (``latest`` for -1) atomically, in BasicSR's layout; with
+        ``path: {network_format: safetensors}`` one ``.safetensors`` file per network, the HAT config as metadata."""
         from hat.weights.checkpoint import config_for, network_file_name, network_format, save_weights
 
         nets = net if isinstance(net, list) else [net]

@@ -1,13 +1,10 @@
 """Real-HAT: HAT trained on Real-ESRGAN's synthetic real-world degradations, as an L1 model and a GAN.
 
-basicsr 1.4.2 ships the Real-ESRGAN pipeline (``RealESRNetModel``, ``RealESRGANModel``): second-order
-degradations (blur, resize, noise, JPEG, sinc) synthesized per batch on the fly, a training-pair pool
-(queue) that mixes degradations across batches, and USM sharpening of the ground truth. We subclass
-it and fix what it gets wrong for us: it moves its JPEG/USM modules and the pool to the GPU with
-``.cuda()``, so here they live on the model's device (CPU or GPU); and on today's PyTorch its
-``DiffJPEG`` returns channels-last tensors that its own ``filter2D`` cannot ``.view``, so ours returns
-contiguous ones. Validation and testing use ``HATModel``'s inference (any image size, optional tiles),
-and both models train with its switches (AMP, accumulation, clipping, EMA warm-up: hat.models.train_switches).
+We subclass basicsr 1.4.2's ``RealESRNetModel`` and ``RealESRGANModel`` (second-order degradations synthesized
+per batch, a training-pair pool, USM-sharpened ground truth) and fix what they get wrong for us: their JPEG/USM
+modules and pool live on the model's device instead of ``.cuda()``, and ``DiffJPEG``'s channels-last output is
+made contiguous for basicsr's ``filter2D`` to ``.view``. Validation, testing and the training switches (AMP,
+accumulation, clipping, EMA warm-up: hat.models.train_switches) are ``HATModel``'s.
 """
 from __future__ import annotations
 
@@ -45,8 +42,10 @@ class RealDegradationOnDevice:
     #: Option keys besides ``DEGRADATION_KEYS`` that the concrete model reads during synthesis.
     usm_keys: tuple[str, ...] = ()
 
-    def _setup_degradation(self, opt: dict) -> None:
-        """Build the JPEG simulator and USM sharpener on the model's device."""
+    def __init__(self, opt: dict):
+        """Check the degradation options, then build as HATModel and put the JPEG and USM tools on ``self.device``."""
+        self.check_degradation_options(opt)
+        HATModel.__init__(self, opt)  # skips only basicsr's Real-ESRGAN __init__, which calls .cuda()
         self.jpeger = ContiguousDiffJPEG(differentiable=False).to(self.device)
         self.usm_sharpener = USMSharp().to(self.device)
         self.queue_size = opt.get('queue_size', 180)
@@ -93,11 +92,6 @@ class RealHATMSEModel(RealDegradationOnDevice, RealESRNetModel, HATModel):
 
     usm_keys = ('gt_usm',)
 
-    def __init__(self, opt: dict):
-        self.check_degradation_options(opt)
-        super(RealESRNetModel, self).__init__(opt)  # skips only RealESRNetModel.__init__, which calls .cuda()
-        self._setup_degradation(opt)
-
 
 @MODEL_REGISTRY.register()
 class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
@@ -105,24 +99,14 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
 
     usm_keys = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
 
-    def __init__(self, opt: dict):
-        self.check_degradation_options(opt)
-        super(RealESRGANModel, self).__init__(opt)  # skips only RealESRGANModel.__init__, which calls .cuda()
-        self._setup_degradation(opt)
-
     def init_training_settings(self) -> None:
         self.setup_train_switches()  # SRGANModel's init_training_settings does not reach HATModel's
         super().init_training_settings()
 
     def optimize_parameters(self, current_iter: int) -> None:
-        """RealESRGANModel's generator and discriminator steps, with AMP, accumulation, clipping and EMA warm-up.
-
-        Each micro-batch runs the generator (its losses against the discriminator of this step, whose
-        weights are frozen meanwhile) and the discriminator on the real and the generated images; both
-        optimizers step once all micro-batches have added their gradients.
-        """
-        targets = [self.gt if self.opt[key] is False else self.gt_usm for key in ('l1_gt_usm', 'percep_gt_usm',
-                                                                                   'gan_gt_usm')]
+        """RealESRGANModel's generator and discriminator steps with the training switches: each micro-batch runs
+        the generator (the discriminator frozen) then the discriminator; both optimizers step after the last."""
+        targets = [self.gt if self.opt[key] is False else self.gt_usm for key in self.usm_keys]
         train_g = current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters
         self.optimizer_g.zero_grad(set_to_none=True)
         self.optimizer_d.zero_grad(set_to_none=True)
@@ -149,8 +133,7 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
 
     def _generator_pass(self, lq, gt, l1_gt, percep_gt, weight: float, train_g: bool):
         """Generate a micro-batch and, on generator steps, back-propagate its losses; returns the detached output."""
-        for p in self.net_d.parameters():
-            p.requires_grad = False
+        self.net_d.requires_grad_(False)
         losses = OrderedDict()
         with torch.set_grad_enabled(train_g):
             with self.autocast():
@@ -166,8 +149,7 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
                 pixel_weight = get_refined_artifact_map(gt, output, output_ema.float(), 7)
                 losses['l_g_ldl'] = self.cri_ldl(pixel_weight * output, pixel_weight * gt)
             if self.cri_perceptual:
-                l_percep, l_style = self.cri_perceptual(output, percep_gt)
-                for name, value in (('l_g_percep', l_percep), ('l_g_style', l_style)):
+                for name, value in zip(('l_g_percep', 'l_g_style'), self.cri_perceptual(output, percep_gt)):
                     if value is not None:
                         losses[name] = value
             with self.autocast():
@@ -178,8 +160,7 @@ class RealHATGANModel(RealDegradationOnDevice, RealESRGANModel, HATModel):
 
     def _discriminator_pass(self, output: torch.Tensor, gan_gt: torch.Tensor, weight: float):
         """Back-propagate the discriminator's losses on a real and a generated micro-batch."""
-        for p in self.net_d.parameters():
-            p.requires_grad = True
+        self.net_d.requires_grad_(True)
         losses = OrderedDict()
         for name, images, real in (('real', gan_gt, True), ('fake', output, False)):
             with self.autocast():

@@ -99,8 +99,7 @@ class TrainStepMixin:
         if self.cri_pix:
             losses['l_pix'] = self.cri_pix(output, gt)
         if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(output, gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+            for name, value in zip(('l_percep', 'l_style'), self.cri_perceptual(output, gt)):
                 if value is not None:
                     losses[name] = value
         return losses

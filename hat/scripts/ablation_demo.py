@@ -44,8 +44,8 @@ def read_recipe(photos: Path) -> dict[str, Any]:
     from hat.training.preflight import read_option_file
 
     opt = read_option_file(str(RECIPE))
-    for phase, dataset in (('train', opt['datasets']['train']), ('val', opt['datasets']['val'])):
-        dataset.update(phase=phase, scale=opt['scale'], dataroot_gt=str(photos / phase))
+    for phase in ('train', 'val'):
+        opt['datasets'][phase].update(phase=phase, scale=opt['scale'], dataroot_gt=str(photos / phase))
     return opt
 
 
@@ -77,29 +77,24 @@ def train_variant(opt: dict[str, Any], changes: dict[str, Any], iters: int, seed
     return model.eval()
 
 
-def psnr_y(images: Sequence[tuple[Any, Any]], scale: int) -> float:
-    """Mean PSNR on the Y channel of (output, ground truth) tensor pairs, borders of ``scale`` cropped."""
+def validate(model, opt: dict[str, Any]) -> float:
+    """Mean PSNR-Y (borders of ``scale`` cropped) of ``model`` on the recipe's validation photos
+    (``model=None``: MATLAB bicubic upsampling)."""
+    import torch
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import tensor2img
-
-    return sum(calculate_psnr(tensor2img(out), tensor2img(gt), crop_border=scale, test_y_channel=True)
-               for out, gt in images) / len(images)
-
-
-def validate(model, opt: dict[str, Any]) -> float:
-    """PSNR-Y of ``model`` on the recipe's validation photos (``model=None``: MATLAB bicubic upsampling)."""
-    import torch
     from basicsr.utils.matlab_functions import imresize
 
     from hat.data.hr_only_dataset import HROnlyDataset
 
-    pairs = []
+    scores = []
     for item in HROnlyDataset(opt['datasets']['val']):
         lq = item['lq'][None]
         with torch.no_grad():
             out = imresize(lq[0], opt['scale'])[None] if model is None else model(lq)
-        pairs.append((out.clamp(0, 1), item['gt'][None]))
-    return psnr_y(pairs, opt['scale'])
+        scores.append(calculate_psnr(tensor2img(out.clamp(0, 1)), tensor2img(item['gt'][None]),
+                                     crop_border=opt['scale'], test_y_channel=True))
+    return sum(scores) / len(scores)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from typing import Any, Optional, Sequence
 
 from tqdm import tqdm
@@ -31,7 +32,6 @@ class ImageSource:
     def __init__(self, location: str):
         from hat.data.image_lists import list_image_folder, read_lmdb_meta
 
-        self.file_client = None
         if os.path.isfile(os.path.join(location, 'data.mdb')) or location.endswith('.lmdb'):
             self.paths = list(read_lmdb_meta(location, location))
             self.io_backend_opt = {'type': 'lmdb', 'db_paths': [location], 'client_keys': ['gt']}
@@ -87,17 +87,16 @@ def find_bad(source: Any, workers: int, label: str) -> tuple[int, list[tuple[str
     files = dataset_files(source)
     chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
     bad: list[tuple[str, str]] = []
-    with tqdm(total=len(files), desc=label, unit='image', file=sys.stderr) as bar:
+    with tqdm(total=len(files), desc=label, unit='image', file=sys.stderr) as bar, ExitStack() as stack:
         if workers > 1 and len(chunks) > 1:
-            with ProcessPoolExecutor(workers, initializer=_start, initargs=(source,)) as pool:
-                for chunk, found in zip(chunks, pool.map(_check, chunks)):
-                    bad += found
-                    bar.update(len(chunk))
+            pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=_start, initargs=(source,)))
+            results = pool.map(_check, chunks)
         else:
             _start(source)
-            for chunk in chunks:
-                bad += _check(chunk)
-                bar.update(len(chunk))
+            results = map(_check, chunks)
+        for chunk, found in zip(chunks, results):
+            bad += found
+            bar.update(len(chunk))
     return len(files), bad
 
 

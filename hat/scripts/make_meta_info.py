@@ -21,17 +21,14 @@ from hat.data.image_lists import header_size, is_image_file, list_image_folder
 from hat.weights.atomic_io import atomic_write_text
 
 
-def _inside(path: str, folder: str) -> bool:
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
-
-
 def refuse_target(meta_info: str, inputs: Sequence[str]) -> str | None:
     """Why ``meta_info`` must not be written (an image name, or a path inside an input folder), or None."""
     if is_image_file(meta_info):
         return f'--meta-info {meta_info!r} has an image extension; a meta_info file is text (e.g. meta_info.txt)'
+    target = os.path.realpath(meta_info)
     for folder in inputs:
-        if _inside(meta_info, folder):
+        real = os.path.realpath(folder)
+        if os.path.commonpath([target, real]) == real:
             return (f'--meta-info {meta_info!r} is inside --input {folder!r}; write it outside the image folders '
                     '(e.g. next to them), so that nothing in the inputs is ever replaced')
     return None
