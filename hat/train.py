@@ -23,14 +23,9 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.join(REPO_ROOT, 'hat'):
 import hat  # noqa: E402,F401  (registers HAT; basicsr's pipelines are patched only for the run below)
 
 
-def run_checked(module: Any, pipeline: Callable[[str], None], root_path: str, script: str = 'hat/train.py') -> None:
-    """Run BasicSR's train or test ``pipeline`` with our fixes, pre-flight checks and experiment lock.
-
-    Between BasicSR's option parsing and its first write (``load_resume_state``, ``make_exp_dirs``)
-    the options are checked (:func:`hat.training.preflight.check`) and, on rank 0, the experiment is locked
-    until the pipeline returns (:func:`hat.training.basicsr_compat.parse_options`). In a distributed run, an
-    exception on any rank ends every rank with its message (:mod:`hat.training.rank_failures`).
-    """
+def run_checked(module: Any, pipeline: Callable[[str], None], root_path: str, script: str) -> None:
+    """Run BasicSR's train or test ``pipeline`` with our fixes, pre-flight checks and experiment lock (see
+    :func:`hat.training.basicsr_compat.parse_options`); an exception on any rank ends every rank with its message."""
     from hat.training.basicsr_patches import Run, patched_run
 
     with patched_run(module, Run(script, checked=True)) as run:

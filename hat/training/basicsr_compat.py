@@ -151,9 +151,7 @@ def _export_slurm_env(port: Optional[int]) -> None:
     env['RANK'] = env['SLURM_PROCID']
     env['WORLD_SIZE'] = env['SLURM_NTASKS']
     env.setdefault('LOCAL_RANK', env.get('SLURM_LOCALID', '0'))
-    if port is not None:
-        env['MASTER_PORT'] = str(port)
-    env.setdefault('MASTER_PORT', '29500')
+    env['MASTER_PORT'] = str(port) if port is not None else env.get('MASTER_PORT', '29500')
     if 'MASTER_ADDR' not in env:
         nodes = env['SLURM_NODELIST']
         hosts = subprocess.run(['scontrol', 'show', 'hostnames', nodes], capture_output=True, text=True).stdout

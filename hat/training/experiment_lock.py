@@ -17,15 +17,11 @@ import sys
 import time
 from typing import Any, Optional
 
-#: Folder under ``experiments/`` and ``results/`` that holds the lock files.
-LOCKS_FOLDER = '.locks'
-
 #: Descriptors of the locks this process holds; a forked child closes its copies (the lock stays with us).
 _HELD: set[int] = set()
 
 
 def _close_in_child() -> None:
-    """In a forked child: close the inherited lock descriptors, so that only the owner keeps the lock."""
     for fd in _HELD:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -41,7 +37,7 @@ class ExperimentLockedError(RuntimeError):
 
 def lock_path(root_path: str, kind: str, name: str) -> str:
     """Where the lock of experiment ``name`` lives: ``<root>/<kind>/.locks/<name>.lock``."""
-    return os.path.join(root_path, kind, LOCKS_FOLDER, f'{name}.lock')
+    return os.path.join(root_path, kind, '.locks', f'{name}.lock')
 
 
 def describe(owner: dict[str, Any]) -> str:
@@ -88,10 +84,8 @@ class ExperimentLock(contextlib.AbstractContextManager):
 
 
 def acquire(path: str, what: str) -> ExperimentLock:
-    """Take the lock at ``path`` for ``what`` (e.g. "experiment 'x'"), or raise :class:`ExperimentLockedError`.
-
-    A lock file whose owner is gone (no process holds its ``flock``) is taken over with a note.
-    """
+    """Take the lock at ``path`` for ``what`` (e.g. "experiment 'x'"), or raise :class:`ExperimentLockedError`;
+    a lock file whose owner is gone (no process holds its ``flock``) is taken over with a note."""
     created, folder = [], os.path.dirname(os.path.dirname(path))
     while folder and not os.path.isdir(folder):  # e.g. experiments/: removed again on release if still empty
         created.append(folder)

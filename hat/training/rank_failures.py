@@ -1,10 +1,7 @@
 """Ranks fail together: an exception on one rank of a distributed run ends every rank within seconds.
 
-Without this, the other ranks of a run wait in their next collective until its timeout (two hours
-by default, so that rank 0 can validate alone), and under slurm nothing ends them sooner. The
-failing rank writes its one-line message into the process group's key-value store; every rank
-watches that store from a thread and, seeing another rank's failure, prints that message and ends
-at once, whatever its main thread is waiting in.
+Otherwise the others would wait in their next collective until its timeout (two hours by default). The failing
+rank writes its one-line message into the process group's store, which every rank watches from a thread.
 """
 from __future__ import annotations
 

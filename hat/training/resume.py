@@ -43,18 +43,6 @@ def _iteration(path: str) -> int:
     return int(os.path.basename(path)[:-len('.state')])
 
 
-def _load(path: str) -> tuple[Any, Optional[str]]:
-    """(content, None) of a ``.state`` file, or (None, why it does not load)."""
-    import torch
-
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True), None
-    except Exception as error:
-        if 'Unsupported global' in str(error):  # torch's weights_only unpickler refused an object
-            return None, 'holds objects that weights_only=True refuses to load (code, not only tensors)'
-        return None, 'does not load (truncated, or not a training state)'
-
-
 def _labels(opt: dict) -> list[str]:
     """The networks a resume loads from the experiment (all ``network_*`` not in ``ignore_resume_networks``)."""
     ignored = opt['path'].get('ignore_resume_networks') or []
@@ -63,11 +51,16 @@ def _labels(opt: dict) -> list[str]:
 
 def _try_state(opt: dict, path: str) -> tuple[Optional[ResumePlan], Optional[str]]:
     """(plan resuming from ``path``, None), or (None, why it cannot be resumed)."""
+    import torch
+
     from hat.weights.checkpoint import CheckpointError, network_files, read_checkpoint
 
-    state, why = _load(path)
-    if why:
-        return None, why
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:
+        if 'Unsupported global' in str(error):  # torch's weights_only unpickler refused an object
+            return None, 'holds objects that weights_only=True refuses to load (code, not only tensors)'
+        return None, 'does not load (truncated, or not a training state)'
     if not isinstance(state, dict) or not isinstance(state.get('iter'), int):
         return None, 'is not a BasicSR training state (no iteration in it)'
     networks, models = {}, opt['path'].get('models') or os.path.dirname(path)
