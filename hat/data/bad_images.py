@@ -91,16 +91,6 @@ def sample_files(dataset: Any, index: int) -> list[tuple[str, str]]:
     return [(keys[0], entry)]
 
 
-def _file_client(dataset: Any):
-    from basicsr.utils import FileClient
-
-    client = getattr(dataset, 'file_client', None)
-    if client is None:
-        backend = dict(dataset.io_backend_opt)
-        client = FileClient(backend.pop('type'), **backend)
-    return client
-
-
 def describe(dataset: Any, key: str, path: str) -> str:
     """A file as users find it: its path, or its key and the LMDB holding it."""
     backend = getattr(dataset, 'io_backend_opt', None) or {}
@@ -114,9 +104,14 @@ def describe(dataset: Any, key: str, path: str) -> str:
 
 def file_problems(dataset: Any, files: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """(file, problem) for each of ``files`` ((client key, path) of ``dataset``) that cannot be read or decoded."""
+    from basicsr.utils import FileClient
+
     if not files:
         return []
-    client = _file_client(dataset)
+    client = getattr(dataset, 'file_client', None)
+    if client is None:
+        backend = dict(dataset.io_backend_opt)
+        client = FileClient(backend.pop('type'), **backend)
     found = []
     for key, path in files:
         try:
@@ -225,9 +220,8 @@ class SkipLog:
 
     def _record(self, item: tuple[str, str, str]) -> None:
         label, file, problem = item
-        first = item not in self.skips
         self.skips[item] += 1
-        if first:
+        if self.skips[item] == 1:
             _emit(f'{label}: skipped {file}: it {problem} (bad_image: skip); {len(self.skips)} bad image(s) '
                   f'skipped so far, {sum(self.skips.values())} time(s)')
 

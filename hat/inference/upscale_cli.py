@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import os
 import signal
 import sys
@@ -139,11 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- inputs
 def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def collect_inputs(spec: str, recursive: bool, exclude: Path) -> tuple[Path, list[Path], list[Path]]:
@@ -174,11 +171,7 @@ def collect_inputs(spec: str, recursive: bool, exclude: Path) -> tuple[Path, lis
 
 def _glob_root(pattern: str) -> Path:
     """The folder a glob pattern starts from: its leading components without wildcards."""
-    parts = []
-    for part in Path(pattern).parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
+    parts = list(itertools.takewhile(lambda part: not glob.has_magic(part), Path(pattern).parts))
     return Path(*parts) if parts else Path('.')
 
 

@@ -317,13 +317,6 @@ def save_weights(path: PathLike, state_dict: Mapping[str, torch.Tensor], config:
         atomic_torch_save(content, path, overwrite=overwrite)
 
 
-def _require(state_dict: Mapping[str, Any], keys) -> None:
-    missing = [k for k in keys if k not in state_dict]
-    if missing:
-        raise CheckpointError(f'not a HAT checkpoint: missing keys {missing} (first keys present: '
-                              f'{list(state_dict)[:5]}); these are weights of another architecture or damaged')
-
-
 def _square_side(count: int, what: str) -> int:
     side = math.isqrt(count)
     if side * side != count:
@@ -349,7 +342,10 @@ def _float_ratio(total: int, part: int) -> float:
 def infer_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """HAT constructor arguments that reproduce ``state_dict``'s layout (``img_range`` and
     ``conv_scale`` are not stored in weights and get their published defaults)."""
-    _require(state_dict, REQUIRED_KEYS)
+    missing = [k for k in REQUIRED_KEYS if k not in state_dict]
+    if missing:
+        raise CheckpointError(f'not a HAT checkpoint: missing keys {missing} (first keys present: '
+                              f'{list(state_dict)[:5]}); these are weights of another architecture or damaged')
     embed_dim, in_chans = state_dict['conv_first.weight'].shape[:2]
     block_ids: dict[int, set[int]] = {}
     for key in state_dict:
@@ -463,11 +459,8 @@ def _same(a: Any, b: Any) -> bool:
 
 def load_hat(source: Union[PathLike, Mapping[str, torch.Tensor]], device: Union[str, torch.device] = 'cpu',
              param_key: Optional[str] = None, band_tokens: Optional[int] = None, **overrides: Any) -> HAT:
-    """Build a HAT from a checkpoint path or state_dict and load it strictly, in eval mode; the config is the
-    recorded one, else inferred, with ``overrides`` (e.g. ``img_range=255.``) on top.
-
-    ``band_tokens`` (e.g. ``hat.archs.banded.BAND_TOKENS``) sets memory-bounded inference (``HAT.set_banded``).
-    """
+    """Build a HAT from a checkpoint path or state_dict and load it strictly, in eval mode; the config is the recorded
+    one, else inferred, with ``overrides`` on top; ``band_tokens`` sets banded inference (``HAT.set_banded``)."""
     if isinstance(source, Mapping):
         state_dict, recorded, where = source, None, None
     else:
