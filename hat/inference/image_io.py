@@ -22,7 +22,7 @@ from typing import Optional, Union
 import cv2
 import numpy as np
 
-from hat.weights.atomic_io import atomic_write_bytes
+from hat.weights.atomic_io import write_bytes_atomic
 
 PathLike = Union[str, os.PathLike]
 
@@ -162,10 +162,3 @@ def write_image(path: PathLike, image: np.ndarray, overwrite: bool = False) -> N
     exists (checked at the final rename, so one that appears meanwhile is kept too) and not ``overwrite``."""
     path = Path(path)
     write_bytes_atomic(path, encode_image(image, path.suffix), overwrite)
-
-
-def write_bytes_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
-    """Write ``data`` to ``path`` all or nothing (see ``hat.weights.atomic_io``), creating its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data, overwrite)

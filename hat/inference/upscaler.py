@@ -10,17 +10,15 @@ natively, fp32 elsewhere.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 import cv2
 import numpy as np
 import torch
-import yaml
 
 from hat.inference.engine import InferenceEngine
 from hat.inference.precision import PRECISIONS, auto_precision, precision_name
-from hat.weights.checkpoint import load_hat
+from hat.weights.checkpoint import load_hat, network_options
 
 PathLike = Union[str, os.PathLike]
 
@@ -65,29 +63,6 @@ def choose_precision(precision: Union[str, torch.dtype], device: torch.device) -
     if name == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError(f'{torch.cuda.get_device_name(device)} does not support bf16; use --precision fp16 or fp32')
     return name, 'as requested'
-
-
-def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> dict[str, Any]:
-    """HAT constructor overrides from a BasicSR options file or dict (its ``network_g`` section)."""
-    if config is None:
-        return {}
-    if not isinstance(config, Mapping):
-        path = Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f'options file not found: {str(path)!r}')
-        try:
-            config = yaml.safe_load(path.read_text(encoding='utf-8'))
-        except (UnicodeDecodeError, yaml.YAMLError) as error:
-            problem = 'is not text' if isinstance(error, UnicodeDecodeError) else 'is not valid YAML'
-            raise ValueError(f'options file {str(path)!r} {problem}: expected a BasicSR options YAML with a '
-                             f'network_g section') from None
-        if not isinstance(config, Mapping):
-            raise ValueError(f'{str(path)!r} is not an options YAML (expected a mapping with a network_g section)')
-    network = dict(config.get('network_g', config))
-    kind = network.pop('type', 'HAT')
-    if kind != 'HAT':
-        raise ValueError(f'network_g type is {kind!r}; hat-upscale runs HAT networks only')
-    return network
 
 
 class Upscaler:

@@ -19,10 +19,9 @@ from basicsr.metrics import calculate_metric
 from basicsr.utils import tensor2img
 from tqdm import tqdm
 
-from hat.inference.image_io import write_bytes_atomic
 from hat.models.tb_images import ValidationImages
 from hat.report.per_image import averages, file_stem, write_per_image
-from hat.weights.atomic_io import OutputExistsError
+from hat.weights.atomic_io import OutputExistsError, write_bytes_atomic
 
 
 class PerImageValidation:

@@ -13,9 +13,8 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from hat.inference.image_io import write_bytes_atomic
 from hat.report.per_image import JSON_GLOB, read_per_image
-from hat.weights.atomic_io import atomic_write_text
+from hat.weights.atomic_io import atomic_write_text, write_bytes_atomic
 
 #: Longest side of a thumbnail in pixels.
 THUMB_SIDE = 128

@@ -141,3 +141,10 @@ def fsync_directory(folder: PathLike) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` all or nothing (see ``atomic_write_bytes``), creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data, overwrite)

@@ -13,9 +13,11 @@ import os
 import re
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
+import yaml
 
 from hat.archs.hat_arch import HAT, NUM_FEAT
 from hat.archs.hat_presets import FAMILIES, PRESETS, UNRECORDED_DEFAULTS
@@ -455,6 +457,29 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6)
     return a == b
+
+
+def network_options(config: Union[PathLike, Mapping[str, Any], None]) -> dict[str, Any]:
+    """HAT constructor overrides from a BasicSR options file or dict (its ``network_g`` section)."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f'options file not found: {str(path)!r}')
+        try:
+            config = yaml.safe_load(path.read_text(encoding='utf-8'))
+        except (UnicodeDecodeError, yaml.YAMLError) as error:
+            problem = 'is not text' if isinstance(error, UnicodeDecodeError) else 'is not valid YAML'
+            raise ValueError(f'options file {str(path)!r} {problem}: expected a BasicSR options YAML with a '
+                             f'network_g section') from None
+        if not isinstance(config, Mapping):
+            raise ValueError(f'{str(path)!r} is not an options YAML (expected a mapping with a network_g section)')
+    network = dict(config.get('network_g', config))
+    kind = network.pop('type', 'HAT')
+    if kind != 'HAT':
+        raise ValueError(f'network_g type is {kind!r}; hat-upscale runs HAT networks only')
+    return network
 
 
 def load_hat(source: Union[PathLike, Mapping[str, torch.Tensor]], device: Union[str, torch.device] = 'cpu',

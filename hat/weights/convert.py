@@ -109,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         overrides = None
         if args.config:
-            from hat.inference.upscaler import network_options
+            from hat.weights.checkpoint import network_options
 
             overrides = network_options(args.config)
         done = convert(args.input, args.output, args.param_key, DTYPES[args.dtype], overrides, args.overwrite)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hat.archs.hat_arch import HAT, pad_to_multiple
-from hat.inference.image_io import write_bytes_atomic
+from hat.weights.atomic_io import write_bytes_atomic
 from hat.weights.checkpoint import load_hat
 
 #: Oldest opset accepted; 18 is the dynamo exporter's default.
