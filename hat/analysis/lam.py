@@ -259,7 +259,7 @@ def local_attribution_map(
             else:
                 out = net(chunk)
             (grad,) = torch.autograd.grad(window_objective(out, x, y, window), chunk)
-            grad = torch.where(torch.isnan(grad), torch.zeros_like(grad), grad)
+            grad.masked_fill_(grad.isnan(), 0)  # NaN (sqrt at 0) counts as 0, as in LAM
             total += (grad * derivatives[step:step + chunk.shape[0]]).to(torch.float64).sum(dim=0)
             done = chunk.shape[0]
             step += done

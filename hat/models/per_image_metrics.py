@@ -52,7 +52,8 @@ class PerImageValidation:
     def _validate_one(self, val_data: dict, dataset_name: str, current_iter: Any, save_img: bool,
                       metric_opts: dict, tb_images: ValidationImages) -> dict:
         """Super-resolve one image, save it if asked, and return its row (name, size, metrics, file paths)."""
-        name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+        lq_path = _first(val_data.get('lq_path'))
+        name = osp.splitext(osp.basename(lq_path))[0]
         self.feed_data(val_data)
         self.test()
         visuals = self.get_current_visuals()
@@ -69,7 +70,7 @@ class PerImageValidation:
         height, width = metric_data['img'].shape[:2]
         row = {'image': name, 'width': width, 'height': height}
         row.update({metric: float(calculate_metric(metric_data, opt)) for metric, opt in metric_opts.items()})
-        row.update(sr_path=sr_path, gt_path=_first(val_data.get('gt_path')), lq_path=_first(val_data.get('lq_path')))
+        row.update(sr_path=sr_path, gt_path=_first(val_data.get('gt_path')), lq_path=lq_path)
         return row
 
     def _save_validation_image(self, image, name: str, dataset_name: str, current_iter: Any) -> str:

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from hat.report import ReportError
 from hat.report.bicubic import bicubic_upscale, read_bgr
 from hat.report.bicubic import ground_truth as load_ground_truth
-from hat.report.per_image import JSON_GLOB, read_per_image
+from hat.report.per_image import read_run
 from hat.weights.atomic_io import OutputExistsError, atomic_write_bytes
 
 #: Space between panels and around labels, as a fraction of the figure width.
@@ -55,7 +55,7 @@ def parse_box(text: str) -> Box:
 
 def find_row(folder: Path, dataset: Optional[str], image: str) -> tuple[dict, dict]:
     """The per-image record of ``dataset`` (the only one if None) in run ``folder`` and the row of ``image``."""
-    records = {r['dataset']: r for r in (read_per_image(p) for p in sorted(Path(folder).glob(JSON_GLOB)))}
+    records = {r['dataset']: r for r in read_run(folder).values()}
     if not records:
         raise ReportError(f'{folder} is not a test run with per-image metrics (no metrics_*.json)')
     if dataset is None:

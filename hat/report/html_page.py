@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from hat.report.per_image import JSON_GLOB, read_per_image
+from hat.report.per_image import read_run
 from hat.weights.atomic_io import atomic_write_text, write_bytes_atomic
 
 #: Longest side of a thumbnail in pixels.
@@ -130,10 +130,10 @@ def dataset_section(record: dict, folder: Path, stem: str) -> str:
 def write_index(folder: Path) -> Path:
     """(Re)write ``folder/index.html`` from the run's per-image JSON files; returns its path."""
     folder = Path(folder)
-    paths = sorted(folder.glob(JSON_GLOB))
-    records = [read_per_image(path) for path in paths]
+    found = read_run(folder)
+    records = list(found.values())
     run = html.escape(str(records[0].get('run') or folder.name)) if records else html.escape(folder.name)
-    sections = ''.join(dataset_section(record, folder, path.stem) for record, path in zip(records, paths))
+    sections = ''.join(dataset_section(record, folder, path.stem) for path, record in found.items())
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{run}: results</title>'
             f'<style>{STYLE}</style></head><body><h1>{run}</h1>{averages_table(records)}{sections}'
             f'<script>{SCRIPT}</script></body></html>\n')

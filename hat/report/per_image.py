@@ -56,6 +56,11 @@ def write_per_image(folder: Path, stem: str, record: dict, overwrite: bool) -> t
     return csv_path, json_path
 
 
+def read_run(folder: Path) -> dict[Path, dict]:
+    """Every per-image JSON file of a run's results folder, by path in sorted order."""
+    return {path: read_per_image(path) for path in sorted(Path(folder).glob(JSON_GLOB))}
+
+
 def read_per_image(path: Path) -> dict:
     """A per-image JSON file, checked for the keys and numbers the report tools use."""
     try:

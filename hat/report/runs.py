@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hat.report import ReportError
-from hat.report.per_image import JSON_GLOB, read_per_image
+from hat.report.per_image import read_run
 
 #: Metrics where lower is better (the rest, PSNR and SSIM among them, are better higher).
 LOWER_IS_BETTER = ('niqe', 'lpips', 'dists', 'brisque', 'pi')
@@ -57,7 +57,7 @@ def load_run(folder: Path) -> RunResults:
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportError(f'{folder} is not a folder')
-    records = [read_per_image(path) for path in sorted(folder.glob(JSON_GLOB))]
+    records = list(read_run(folder).values())
     if records:
         averages = {r['dataset']: {name: float(r['average'][name]) for name in r['metrics']} for r in records}
         lower = {name for r in records for name, opt in r['metrics'].items()
